@@ -1,0 +1,19 @@
+"""jaxnets: the neural networks of the lecture notes as pure JAX functions over pytrees.
+
+``import jaxnets as jn``; layers live in ``jn.nn``, models in ``jn.models``, losses in
+``jn.losses``, optimizers in ``jn.optim``, data in ``jn.data``; ``jn.fit`` trains.
+"""
+
+from jaxnets import activations as activations
+from jaxnets import initializers as initializers
+from jaxnets import losses as losses
+from jaxnets import models as models
+from jaxnets import nn as nn
+from jaxnets import optim as optim
+from jaxnets.loop import EarlyStopping as EarlyStopping
+from jaxnets.loop import FitResult as FitResult
+from jaxnets.loop import fit as fit
+from jaxnets.train import NonFiniteError as NonFiniteError
+from jaxnets.train import TrainState as TrainState
+
+__version__ = "0.1.0"

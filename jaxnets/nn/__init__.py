@@ -1,0 +1,9 @@
+"""Layers: frozen dataclasses of hyper-parameters with pure ``init``/``apply`` methods."""
+
+from jaxnets.nn.core import Activation as Activation
+from jaxnets.nn.core import Dense as Dense
+from jaxnets.nn.core import Flatten as Flatten
+from jaxnets.nn.core import Lambda as Lambda
+from jaxnets.nn.core import Layer as Layer
+from jaxnets.nn.core import LayerError as LayerError
+from jaxnets.nn.core import Sequential as Sequential
