@@ -1,0 +1,1 @@
+"""Experiments that test the lecture notes' claims: ``python -m experiments NAME [--quick]``."""
