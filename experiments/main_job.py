@@ -1,0 +1,115 @@
+"""The main job: train an MLP on Fashion-MNIST (digits when Fashion-MNIST is not installed).
+
+Command: ``bash scripts/run.sh`` (sets up, then runs ``python -m experiments main``);
+``python -m experiments main --quick`` for a 2-epoch smoke run.
+Run time on a 2-core CPU: about 30 s for the MLP (10 epochs of ~1–2 s plus compilation).
+Expected result: test accuracy ≈ 0.89 on Fashion-MNIST (≥ 0.88; scikit-learn's MLPClassifier:
+0.877), ≈ 0.98 on digits. The last line printed is ``dataset=<name> test_accuracy=<x>``.
+Outputs in ``results/main/``: summary.json, history.csv, learning_curve.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import platform
+from pathlib import Path
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import jaxnets as jn  # noqa: E402
+from jaxnets import data, models, optim  # noqa: E402
+from jaxnets.train import make_evaluate_fn  # noqa: E402
+
+
+@dataclasses.dataclass
+class Config:
+    """See the module docstring for the command, run time and expected result."""
+
+    quick: bool = False
+    out: Path = Path("results/main")
+    dataset: str | None = None  # None: Fashion-MNIST if installed, else digits
+    hidden: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+def load(config: Config) -> data.Dataset:
+    if config.dataset is not None:
+        return data.load_dataset(config.dataset)
+    dataset, message = data.load_default()
+    print(message)
+    return dataset
+
+
+def run(config: Config) -> dict:
+    """Trains the MLP, writes its outputs and prints ``dataset=<name> test_accuracy=<x>``."""
+    dataset = load(config)
+    key = jax.random.PRNGKey(config.seed)
+    split_key, init_key, fit_key = jax.random.split(key, 3)
+    x_train, y_train, x_val, y_val = data.train_validation_split(
+        dataset.x_train, dataset.y_train, config.validation_fraction, key=split_key)
+    epochs = 2 if config.quick else config.epochs
+    model = models.mlp([*config.hidden, dataset.num_classes], activation=config.activation)
+    params, state = model.init(init_key, x_train[:1])
+    print(f"training an MLP {x_train.shape[1:]} → {' → '.join(map(str, [*config.hidden, dataset.num_classes]))} "
+          f"({config.activation}, Adam {config.learning_rate}, batch {config.batch_size}) on "
+          f"{dataset.name}: {len(x_train)} train / {len(x_val)} validation / {len(dataset.x_test)} test")
+    result = jn.fit(model, params, state, (x_train, y_train), loss="cross_entropy",
+                    optimizer=optim.optimizer("adam", config.learning_rate), epochs=epochs,
+                    batch_size=config.batch_size, key=fit_key, validation_data=(x_val, y_val),
+                    early_stopping=jn.EarlyStopping(patience=3), description=f"mlp on {dataset.name}")
+    test_loss, test_accuracy = make_evaluate_fn(model, "cross_entropy")(
+        result.params, result.state, dataset.x_test, dataset.y_test)
+    summary = {
+        "dataset": dataset.name, "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history["epoch"]),
+        "train_seconds": sum(result.history["seconds"]), "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
+        "environment": environment(),
+    }
+    write_outputs(config.out, summary, result.history)
+    print(f"outputs in {config.out}/")
+    print(f"dataset={dataset.name} test_accuracy={float(test_accuracy):.4f}")
+    return summary
+
+
+def environment() -> dict:
+    """Versions, device and seed-independent facts recorded with every run."""
+    import jaxlib
+    import os
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
+            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def write_outputs(out: Path, summary: dict, history: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with open(out / "history.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(history))
+        writer.writerows(zip(*history.values()))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_loss.plot(history["epoch"], history["train_loss"], label="train")
+    ax_loss.plot(history["epoch"], history["val_loss"], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.plot(history["epoch"], history["train_accuracy"], label="train")
+    ax_acc.plot(history["epoch"], history["val_accuracy"], label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"MLP on {summary['dataset']}: test accuracy {summary['test_accuracy']:.4f}")
+    fig.tight_layout()
+    fig.savefig(out / "learning_curve.png", dpi=100)
+    plt.close(fig)
