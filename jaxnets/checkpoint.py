@@ -1,0 +1,304 @@
+"""Atomic checkpoints of a training run: a pytree of arrays plus JSON metadata.
+
+A checkpoint of step ``n`` is the directory ``<directory>/step_<n:08d>/`` holding
+
+* ``arrays.msgpack`` — the pytree (params, state, Optax state, PRNG key, ...) as a
+  :mod:`flax.serialization` state dict in msgpack; no pickle, so no code runs on load;
+* ``metadata.json`` — ``{"format": 1, "step": n, "jax_version": ..., "metadata": {...}}``.
+
+* :func:`save_checkpoint` writes into a temporary sibling ``.tmp-...`` directory, fsyncs, then
+  renames it into place, so a save killed halfway leaves the previous checkpoints loadable and never
+  a half-written ``step_*`` directory; then it keeps only the newest ``keep`` checkpoints.
+* :func:`latest_step` — the newest complete checkpoint.
+* :func:`restore_checkpoint` — restores into the structure of a target pytree, checking the tree,
+  every leaf's shape and dtype, and naming the key path (``params/dense1/w``) on a mismatch.
+
+One process saves into a directory at a time; concurrent writers are not supported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+ARRAYS_FILE = "arrays.msgpack"
+METADATA_FILE = "metadata.json"
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+_TMP_DIR = re.compile(r"^\.tmp-(new|old|del)-step_(\d+)-(\d+)-[0-9a-f]+$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not match its target (tree, shape, dtype) or a file in it is corrupt."""
+
+
+def _step_dir(directory: Path, step: int) -> Path:
+    return directory / f"step_{step:08d}"
+
+
+def _is_complete(path: Path) -> bool:
+    return path.is_dir() and (path / ARRAYS_FILE).is_file() and (path / METADATA_FILE).is_file()
+
+
+def _complete_steps(directory: Path) -> list[int]:
+    """Steps of the complete checkpoints in ``directory``, ascending."""
+    if not directory.is_dir():
+        return []
+    steps = []
+    for entry in directory.iterdir():
+        match = _STEP_DIR.match(entry.name)
+        if match and _is_complete(entry):
+            steps.append(int(match.group(1)))
+    return sorted(steps)
+
+
+def latest_step(directory: str | os.PathLike) -> int | None:
+    """The step of the newest complete checkpoint in ``directory``; ``None`` if there is none
+    (or the directory does not exist). Temporary and incomplete directories are ignored."""
+    steps = _complete_steps(Path(directory))
+    return steps[-1] if steps else None
+
+
+def _is_typed_key(leaf: Any) -> bool:
+    return hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _to_storable(leaf: Any) -> np.ndarray:
+    """A leaf as a host NumPy array; typed PRNG keys as their raw ``uint32`` key data."""
+    if _is_typed_key(leaf):
+        leaf = jax.random.key_data(leaf)
+    if isinstance(leaf, (bool, int, float, complex)):
+        leaf = jnp.asarray(leaf)  # the dtype JAX gives a Python scalar
+    return np.asarray(leaf)
+
+
+def _to_json(value: Any, path: str) -> Any:
+    """``value`` as plain JSON types; NumPy/JAX scalars become Python numbers."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"metadata key {key!r} at {path or '<root>'!r} must be a str, "
+                                f"got {type(key).__name__}")
+            out[key] = _to_json(item, f"{path}/{key}" if path else key)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item, f"{path}/{i}") for i, item in enumerate(value)]
+    if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        return np.asarray(value).item()
+    raise TypeError(f"metadata at {path or '<root>'!r} is not JSON-serialisable: {type(value).__name__} "
+                    f"{np.shape(value) if hasattr(value, 'shape') else ''} (arrays belong in the tree)")
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _tmp_path(directory: Path, kind: str, step: int) -> Path:
+    return directory / f".tmp-{kind}-step_{step:08d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process saves sequentially: its own leftovers are stale
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def _clean_leftovers(directory: Path) -> None:
+    """Remove temporary directories left by killed saves; an ``old`` copy whose step directory is
+    missing (killed between the two renames of an overwrite) is put back instead."""
+    for entry in directory.iterdir():
+        match = _TMP_DIR.match(entry.name)
+        if match is None or _process_alive(int(match.group(3))):
+            continue
+        final = _step_dir(directory, int(match.group(2)))
+        if match.group(1) == "old" and not final.exists() and _is_complete(entry):
+            os.replace(entry, final)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def save_checkpoint(directory: str | os.PathLike, step: int, tree: Any, *,
+                    metadata: dict | None = None, keep: int = 3) -> Path:
+    """Save ``tree`` (a pytree of arrays) and JSON ``metadata`` as checkpoint ``step``, atomically.
+
+    Args:
+      directory: holds one ``step_<step:08d>`` directory per checkpoint; created if missing.
+      step: a non-negative integer (usually the epoch); an existing checkpoint of that step is replaced.
+      tree: nested dicts/lists/tuples/NamedTuples (Optax states) of arrays; typed PRNG keys
+        (``jax.random.key``) are stored as their key data.
+      metadata: JSON-serialisable dict (epoch, history, ...); NumPy/JAX scalars are converted.
+      keep: how many of the newest checkpoints to keep; older ones are deleted after the save.
+        The checkpoint just written is never deleted.
+
+    Returns:
+      The path of the checkpoint directory.
+
+    Raises:
+      TypeError: metadata that is not JSON-serialisable (the message names the key path).
+    """
+    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    step = int(step)
+    directory = Path(directory)
+    # Serialise everything before touching the disk, so bad input changes nothing.
+    meta_json = json.dumps({"format": FORMAT_VERSION, "step": step, "jax_version": jax.__version__,
+                            "metadata": _to_json({} if metadata is None else metadata, "")}, indent=1)
+    state = serialization.to_state_dict(jax.tree_util.tree_map(_to_storable, tree))
+    arrays = serialization.msgpack_serialize(state)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    final = _step_dir(directory, step)
+    tmp = _tmp_path(directory, "new", step)
+    old = None
+    try:
+        tmp.mkdir()
+        _write_file(tmp / ARRAYS_FILE, arrays)
+        _write_file(tmp / METADATA_FILE, meta_json.encode())
+        _fsync_dir(tmp)
+        if final.exists():  # a directory cannot be renamed onto a non-empty one: move it aside first
+            old = _tmp_path(directory, "old", step)
+            os.replace(final, old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old is not None:
+                os.replace(old, final)
+                old = None
+            raise
+        _fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+    _clean_leftovers(directory)
+    steps = [s for s in _complete_steps(directory) if s != step]
+    newest = sorted(steps + [step])[-keep:]
+    for s in steps:
+        if s not in newest:
+            doomed = _tmp_path(directory, "del", s)
+            os.replace(_step_dir(directory, s), doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+    return final
+
+
+def _restore_leaves(expected: Any, found: Any, path: str) -> Any:
+    """Walk the target's state dict (leaves: the target's leaves) and the loaded one together,
+    checking structure, shape and dtype; return the state dict of restored jax arrays."""
+    where = path or "<root>"
+    if isinstance(expected, dict):
+        if not isinstance(found, dict):
+            raise CheckpointError(f"{where}: expected a subtree with keys {sorted(expected)}, "
+                                  f"found a leaf of type {type(found).__name__}")
+        missing = [k for k in expected if k not in found]
+        extra = [k for k in found if k not in expected]
+        if missing or extra:
+            raise CheckpointError(
+                f"{where}: tree structure differs from the target; missing in checkpoint: "
+                f"{[f'{path}/{k}' if path else k for k in missing]}, not in target: "
+                f"{[f'{path}/{k}' if path else k for k in extra]}")
+        return {k: _restore_leaves(v, found[k], f"{path}/{k}" if path else k) for k, v in expected.items()}
+    if expected is None:
+        if found is not None:
+            raise CheckpointError(f"{where}: expected None, found {type(found).__name__}")
+        return None
+    if isinstance(found, dict) or found is None:
+        raise CheckpointError(f"{where}: expected an array leaf, found "
+                              f"{'a subtree' if found is not None else 'None'}")
+    typed_key = _is_typed_key(expected)
+    if typed_key:
+        spec = jax.random.key_data(expected)
+    elif isinstance(expected, (bool, int, float, complex)):
+        spec = jnp.asarray(expected)  # as _to_storable saved it
+    elif hasattr(expected, "shape") and hasattr(expected, "dtype"):  # arrays, jax.ShapeDtypeStruct
+        spec = expected
+    else:
+        raise CheckpointError(f"{where}: unsupported target node of type {type(expected).__name__} "
+                              "(use dicts, lists, tuples and NamedTuples of arrays)")
+    found = np.asarray(found)
+    if found.shape != tuple(spec.shape) or found.dtype != spec.dtype:
+        raise CheckpointError(f"{where}: expected shape {tuple(spec.shape)} dtype {spec.dtype}, "
+                              f"found shape {found.shape} dtype {found.dtype}"
+                              + (" (key data of a typed PRNG key)" if typed_key else ""))
+    if typed_key:
+        return jax.random.wrap_key_data(found, impl=jax.random.key_impl(expected))
+    return jnp.asarray(found, dtype=spec.dtype)
+
+
+def restore_checkpoint(directory: str | os.PathLike, target: Any, *,
+                       step: int | None = None) -> tuple[Any, dict]:
+    """Restore checkpoint ``step`` (default: the latest) into the structure of ``target``.
+
+    Args:
+      directory: the directory given to :func:`save_checkpoint`.
+      target: a pytree of the same structure, shapes and dtypes as the saved one (e.g. freshly
+        initialised params and optimizer state); its leaves' values are not used.
+      step: which checkpoint; ``None`` for the newest complete one.
+
+    Returns:
+      ``(tree, metadata)``: ``tree`` has ``target``'s structure with jax-array leaves of the
+      target's dtypes (typed PRNG keys re-wrapped with the target's implementation).
+
+    Raises:
+      FileNotFoundError: no (complete) checkpoint in ``directory`` or no checkpoint ``step``.
+      CheckpointError: a corrupt file (named), or a tree/shape/dtype mismatch (key path named).
+    """
+    directory = Path(directory)
+    if step is None:
+        step = latest_step(directory)
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {str(directory)!r}")
+    path = _step_dir(directory, step)
+    if not _is_complete(path):
+        raise FileNotFoundError(f"no complete checkpoint of step {step} in {str(directory)!r} "
+                                f"(available: {_complete_steps(directory)})")
+    arrays_file, meta_file = path / ARRAYS_FILE, path / METADATA_FILE
+    try:
+        found = serialization.msgpack_restore(arrays_file.read_bytes())
+    except Exception as e:  # msgpack raises ValueError, ExtraData, TypeError, ... on corrupt input
+        raise CheckpointError(f"corrupt checkpoint file {str(arrays_file)!r}: {e}") from e
+    try:
+        meta = json.loads(meta_file.read_text())
+        metadata = meta["metadata"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"corrupt checkpoint file {str(meta_file)!r}: {e!r}") from e
+    expected = serialization.to_state_dict(target)
+    restored = _restore_leaves(expected, found, "")
+    return serialization.from_state_dict(target, restored), metadata
