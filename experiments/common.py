@@ -1,0 +1,212 @@
+"""Output helpers shared by experiments: summary.json (validated against a schema), per-epoch CSV,
+report.md, the environment record, and run-level bookkeeping so that an interrupted experiment
+resumes without redoing finished runs.
+
+Layout of ``results/NAME/`` for an experiment built on these helpers::
+
+    summary.json            the experiment's numbers (written last: its presence means "finished")
+    report.md               numbers, plots and a plain-language conclusion
+    *.csv, *.png            per-epoch metrics and plots
+    runs/<run>.json         one finished run (kept so a restarted experiment skips it)
+    checkpoints/<key>/<run> the last finished epoch of an unfinished run (removed when it finishes)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+SUMMARY = "summary.json"
+OWNED = (SUMMARY, "report.md", "runs", "checkpoints")  # what clear_outputs removes
+
+
+class SchemaError(ValueError):
+    """A document does not match its schema; the message names the path, e.g. ``runs[3].depth``."""
+
+
+def to_json(value: Any) -> Any:
+    """JSON-ready copy: dataclasses → dicts, Paths → str, tuples/arrays → lists, NaN/inf → None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # NumPy / JAX arrays and scalars
+        return to_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def config_dict(config: Any) -> dict:
+    """The config as JSON (without ``out``, which says where results go, not what they are)."""
+    return {k: v for k, v in to_json(config).items() if k != "out"}
+
+
+def fingerprint(value: Any) -> str:
+    """A short stable hash of a JSON-able value (used to key checkpoints by config)."""
+    return hashlib.sha256(json.dumps(to_json(value), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def environment() -> dict:
+    """Versions and device recorded with every summary."""
+    import jax
+    import jaxlib
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
+            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+          "integer": int, "number": (int, float)}
+
+
+def validate(instance: Any, schema: dict, path: str = "$") -> None:
+    """Checks ``instance`` against a JSON Schema using the keywords ``type`` (a name or a list),
+    ``properties``, ``required``, ``items``, ``enum``, ``minimum``, ``maximum``, ``minItems``;
+    raises :class:`SchemaError` naming the first failing path. (The subset our schemas use, so
+    that running experiments does not need the ``jsonschema`` package; the tests check the same
+    documents with it.)"""
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        ok = any(isinstance(instance, _TYPES[n]) and not (n in ("integer", "number") and isinstance(instance, bool))
+                 for n in names)
+        if not ok:
+            raise SchemaError(f"{path}: expected {' or '.join(names)}, got {type(instance).__name__} {instance!r:.60}")
+    if "enum" in schema and instance not in schema["enum"]:
+        raise SchemaError(f"{path}: {instance!r} is not one of {schema['enum']}")
+    if isinstance(instance, (int, float)) and not isinstance(instance, bool):
+        if "minimum" in schema and instance < schema["minimum"]:
+            raise SchemaError(f"{path}: {instance} < minimum {schema['minimum']}")
+        if "maximum" in schema and instance > schema["maximum"]:
+            raise SchemaError(f"{path}: {instance} > maximum {schema['maximum']}")
+    if isinstance(instance, dict):
+        for name in schema.get("required", ()):
+            if name not in instance:
+                raise SchemaError(f"{path}: missing required key {name!r}")
+        for name, sub in schema.get("properties", {}).items():
+            if name in instance:
+                validate(instance[name], sub, f"{path}.{name}")
+    if isinstance(instance, list):
+        if len(instance) < schema.get("minItems", 0):
+            raise SchemaError(f"{path}: {len(instance)} items, expected at least {schema['minItems']}")
+        if "items" in schema:
+            for i, item in enumerate(instance):
+                validate(item, schema["items"], f"{path}[{i}]")
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Writes JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_json(value), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_summary(out: Path, summary: dict, schema: dict | None = None) -> Path:
+    """Validates ``summary`` (when a schema is given) and writes ``out/summary.json``."""
+    summary = to_json(summary)
+    if schema is not None:
+        validate(summary, schema)
+    write_json(out / SUMMARY, summary)
+    return out / SUMMARY
+
+
+def read_summary(out: Path) -> dict | None:
+    """``out/summary.json``, or None when it is absent or unreadable."""
+    try:
+        return json.loads((out / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(out: Path, config: Any) -> bool:
+    """Whether ``out`` holds the summary of a finished run of this very config."""
+    summary = read_summary(out)
+    if summary is None or "config" not in summary:
+        return False
+    stored = {k: v for k, v in summary["config"].items() if k != "out"}
+    as_strings = {k: str(v) for k, v in dataclasses.asdict(config).items() if k != "out"}
+    return stored == config_dict(config) or stored == as_strings
+
+
+def clear_outputs(out: Path) -> None:
+    """Removes what these helpers write in ``out`` (summary, report, finished runs, checkpoints),
+    so the experiment is recomputed; other files are left alone."""
+    for name in OWNED:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def write_csv(path: Path, rows: Iterable[dict]) -> None:
+    """Rows of dicts → CSV with the union of their keys as header (in first-seen order)."""
+    rows = list(rows)
+    header: list[str] = []
+    for row in rows:
+        header += [k for k in row if k not in header]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join("–" if v is None else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, text: str) -> Path:
+    """Writes ``out/report.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(text.rstrip() + "\n")
+    return out / "report.md"
+
+
+class RunStore:
+    """Finished runs of one experiment config, kept on disk so a restart skips them.
+
+    ``key`` (a fingerprint of the config fields that change results) keeps runs of different
+    configs apart: a quick run never stands in for a full one.
+    """
+
+    def __init__(self, out: Path, key: str):
+        self.out, self.key = Path(out), key
+
+    def _path(self, name: str) -> Path:
+        return self.out / "runs" / f"{name}.json"
+
+    def load(self, name: str) -> dict | None:
+        """The stored result of run ``name`` for this key, or None."""
+        try:
+            record = json.loads(self._path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return record["result"] if record.get("key") == self.key else None
+
+    def save(self, name: str, result: dict) -> None:
+        """Stores a finished run and removes its checkpoint."""
+        write_json(self._path(name), {"key": self.key, "result": result})
+        shutil.rmtree(self.checkpoint_dir(name), ignore_errors=True)
+
+    def checkpoint_dir(self, name: str) -> Path:
+        """Where run ``name`` checkpoints its epochs while it is unfinished."""
+        return self.out / "checkpoints" / self.key / name

@@ -1,0 +1,157 @@
+"""Many runs in one compiled program (jaxnets.seeds): vmapped seeds train the same weights as
+sequential ``fit`` calls with the same keys, learning-rate grids match per-rate fits, an
+interrupted run resumes to the uninterrupted result, and diverging runs are reported."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnets as jn
+from jaxnets import data, models, optim
+from jaxnets.seeds import (fit_seeds, init_runs, make_evaluate_runs_fn, seed_grid, seed_keys, stack_trees,
+                           unstack_tree)
+from jaxnets.train import NonFiniteError, make_evaluate_fn
+
+SEEDS = [0, 1]
+
+
+def spirals(n=128):
+    return data.make_synthetic("spirals", n, key=jax.random.PRNGKey(0))
+
+
+def setup(x, seeds=SEEDS, hidden=16):
+    model = models.mlp([hidden, hidden, 2], activation="tanh")
+    inits = [model.init(jax.random.PRNGKey(100 + s), x[:1]) for s in seeds]
+    return model, inits, seed_keys(seeds)
+
+
+def sequential_fits(model, inits, keys, x, y, learning_rates, epochs=4, validation_data=None):
+    return [jn.fit(model, p, s, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", lr),
+                   epochs=epochs, batch_size=32, key=keys[i], engine="scan", validation_data=validation_data,
+                   progress=False)
+            for i, ((p, s), lr) in enumerate(zip(inits, learning_rates))]
+
+
+def test_init_runs_equals_init_per_key():
+    x, _ = spirals(8)
+    model, _, keys = setup(x)
+    params, _ = init_runs(model, keys, x[:1])
+    for i, s in enumerate(SEEDS):
+        chex.assert_trees_all_close(unstack_tree(params, i), model.init(jax.random.PRNGKey(s), x[:1])[0], rtol=1e-6)
+
+
+def test_vmapped_seeds_equal_sequential_fits():
+    # float64, so that the only differences (batched vs single matrix products) stay at 1e-12.
+    with jax.enable_x64(True):
+        x, y = spirals()
+        x = x.astype(jnp.float64)
+        model, inits, keys = setup(x)
+        sequential = sequential_fits(model, inits, keys, x, y, [1e-2] * len(SEEDS), validation_data=(x, y))
+        result = fit_seeds(model, stack_trees([p for p, _ in inits]), stack_trees([s for _, s in inits]), (x, y),
+                           loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=4, batch_size=32,
+                           keys=keys, validation_data=(x, y), progress=False)
+        tolerance = dict(rtol=1e-10, atol=1e-12)
+        for i, fit_result in enumerate(sequential):
+            chex.assert_trees_all_close(unstack_tree(result.params, i), fit_result.params, **tolerance)
+            for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+                np.testing.assert_allclose(result.history[name][:, i], fit_result.history[name], **tolerance)
+        assert result.history["train_loss"].shape == (4, len(SEEDS))
+        assert (result.diverged_epoch == -1).all()
+
+
+def test_learning_rate_grid_equals_one_fit_per_rate():  # float32
+    x, y = spirals()
+    assert seed_grid([0, 1], [3e-3, 3e-2]) == ([0, 1, 0, 1], [3e-3, 3e-3, 3e-2, 3e-2])
+    seeds, rates = seed_grid([5], [3e-3, 3e-2])
+    model, inits, keys = setup(x, seeds)
+    sequential = sequential_fits(model, inits, keys, x, y, rates, epochs=3)
+    result = fit_seeds(model, stack_trees([p for p, _ in inits]), stack_trees([s for _, s in inits]), (x, y),
+                       loss="cross_entropy", optimizer=optim.optimizer("adam", 1.0), epochs=3, batch_size=32,
+                       keys=keys, learning_rates=rates, progress=False)
+    np.testing.assert_allclose(result.history["learning_rate"][-1], rates, rtol=1e-6)
+    for i, fit_result in enumerate(sequential):
+        chex.assert_trees_all_close(unstack_tree(result.params, i), fit_result.params, rtol=2e-5, atol=2e-6)
+
+
+def test_learning_rates_need_one_per_run_and_an_injectable_optimizer():
+    x, y = spirals(64)
+    model, inits, keys = setup(x)
+    params = stack_trees([p for p, _ in inits])
+    state = stack_trees([s for _, s in inits])
+    common = dict(loss="cross_entropy", epochs=1, batch_size=32, keys=keys, progress=False)
+    with pytest.raises(ValueError, match="one per run"):
+        fit_seeds(model, params, state, (x, y), optimizer=optim.optimizer("adam", 1e-2), learning_rates=[1e-2], **common)
+    import optax
+    with pytest.raises(ValueError, match="injectable"):
+        fit_seeds(model, params, state, (x, y), optimizer=optax.adam(1e-2), learning_rates=[1e-2] * 2, **common)
+    with pytest.raises(ValueError, match="leading run axis"):
+        fit_seeds(model, inits[0][0], inits[0][1], (x, y), optimizer=optim.optimizer("adam", 1e-2), **common)
+
+
+def test_metrics_fn_and_vmapped_evaluation_match_per_run_values():
+    x, y = spirals()
+    model, inits, keys = setup(x)
+    params = stack_trees([p for p, _ in inits])
+    state = stack_trees([s for _, s in inits])
+
+    def metrics(p, s):
+        return {"w_norms": jnp.stack([jnp.linalg.norm(p[f"dense{i}"]["w"]) for i in (1, 2, 3)])}
+
+    result = fit_seeds(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2),
+                       epochs=2, batch_size=32, keys=keys, metrics_fn=metrics, progress=False)
+    assert result.history["w_norms"].shape == (2, len(SEEDS), 3)
+    losses_, accuracies = make_evaluate_runs_fn(model, "cross_entropy")(result.params, result.state, x, y)
+    evaluate = make_evaluate_fn(model, "cross_entropy")
+    for i in range(len(SEEDS)):
+        p = unstack_tree(result.params, i)
+        np.testing.assert_allclose(result.history["w_norms"][-1, i], metrics(p, None)["w_norms"], rtol=1e-5)
+        loss_i, accuracy_i = evaluate(p, unstack_tree(result.state, i), x, y)
+        np.testing.assert_allclose([losses_[i], accuracies[i]], [loss_i, accuracy_i], rtol=1e-5)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    x, y = spirals()
+    model, inits, keys = setup(x)
+    params = stack_trees([p for p, _ in inits])
+    state = stack_trees([s for _, s in inits])
+    common = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=5, batch_size=32, keys=keys,
+                  validation_data=(x, y), progress=False)
+    whole = fit_seeds(model, params, state, (x, y), **common)
+
+    def interrupt_after_epoch_2(epoch, record):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_seeds(model, params, state, (x, y), checkpoint_dir=tmp_path, callback=interrupt_after_epoch_2, **common)
+    seen = []
+    resumed = fit_seeds(model, params, state, (x, y), checkpoint_dir=tmp_path,
+                        callback=lambda epoch, record: seen.append(epoch), **common)
+    assert seen == [3, 4]  # epochs 0–2 were not redone
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+    chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
+    for name in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_array_equal(resumed.history[name], whole.history[name])
+    with pytest.raises(ValueError, match="other keys"):
+        fit_seeds(model, params, state, (x, y), checkpoint_dir=tmp_path, **{**common, "keys": seed_keys([7, 8])})
+
+
+def test_diverging_run_is_recorded_or_raised():
+    x, y = spirals()
+    model, inits, keys = setup(x, [0, 1, 2])
+    params = stack_trees([p for p, _ in inits])
+    state = stack_trees([s for _, s in inits])
+    # Run 1 gets an infinite learning rate; the others train normally.
+    common = dict(loss="cross_entropy", optimizer=optim.optimizer("sgd", 1.0), epochs=3, batch_size=32, keys=keys,
+                  learning_rates=[1e-2, np.inf, 1e-2], progress=False)
+    result = fit_seeds(model, params, state, (x, y), on_non_finite="record", **common)
+    assert result.diverged_epoch.tolist() == [-1, 0, -1]
+    assert np.isfinite(result.history["train_loss"][:, [0, 2]]).all()
+    with pytest.raises(NonFiniteError, match=r"runs \[1\]"):
+        fit_seeds(model, params, state, (x, y), **common)
