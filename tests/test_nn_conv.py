@@ -1,0 +1,221 @@
+"""Conv1D, Conv2D and LocallyConnected2D against direct NumPy loops (every padding, stride and
+dilation case), float64 gradients against central differences, shapes, jit, and bad input."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from conftest import central_difference_grad
+from jaxnets.nn import Conv1D, Conv2D, Dense, Flatten, LayerError, LocallyConnected2D, Sequential
+from jaxnets.nn.conv import explicit_pads
+
+
+def numpy_conv(x, w, b, strides, pads, dilation, per_position=False):
+    """Direct loop: y[n, o..., f] = b + sum over kernel offsets k and channels c of
+    x_padded[n, o*s + k*d, c] * w[k, c, f]. With ``per_position`` w and b are indexed by the
+    output position first (locally connected)."""
+    x = np.pad(x, [(0, 0), *pads, (0, 0)])
+    window = w.shape[-2 - len(strides):-2]
+    out = [(n - (k - 1) * d - 1) // s + 1 for n, k, s, d in zip(x.shape[1:-1], window, strides, dilation)]
+    y = np.zeros((x.shape[0], *out, w.shape[-1]))
+    for o in np.ndindex(*out):
+        kernel = w[o] if per_position else w
+        y[(slice(None), *o)] = b[o] if per_position else b
+        for k in np.ndindex(*window):
+            idx = tuple(oi * s + ki * d for oi, ki, s, d in zip(o, k, strides, dilation))
+            y[(slice(None), *o)] += x[(slice(None), *idx)] @ kernel[k]
+    return y
+
+
+PADDINGS_2D = ["VALID", "SAME", 1, (2, 0), ((1, 2), (0, 1))]
+CASES_2D = list(itertools.product(PADDINGS_2D, [1, (2, 3)], [1, 2]))
+
+
+def check_against_numpy(layer, x_shape, per_position=False, seed=0):
+    """Random x, w, b (NumPy, so nothing but the layer is compiled) through the layer and the loop."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    shapes = jax.eval_shape(lambda: layer.init(jax.random.PRNGKey(0), x)[0])
+    params = {name: rng.standard_normal(s.shape).astype(np.float32) for name, s in shapes.items()}
+    y, _ = layer.apply(params, {}, x)
+    expected = numpy_conv(x.astype(np.float64), params["w"].astype(np.float64), params["b"].astype(np.float64),
+                          layer.strides, layer.pads(x.shape), layer.dilation, per_position=per_position)
+    assert y.shape == expected.shape == layer.output_shape(x.shape)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding,strides,dilation", CASES_2D)
+def test_conv2d_matches_numpy_loop(padding, strides, dilation):
+    check_against_numpy(Conv2D(4, (3, 2), strides=strides, padding=padding, dilation=dilation), (2, 8, 7, 3))
+
+
+@pytest.mark.parametrize("padding,strides,dilation", list(itertools.product(["VALID", "SAME", 2, (0, 3)], [1, 3], [1, 2])))
+def test_conv1d_matches_numpy_loop(padding, strides, dilation):
+    check_against_numpy(Conv1D(5, 3, strides=strides, padding=padding, dilation=dilation), (3, 11, 2))
+
+
+@pytest.mark.parametrize("n,k,s,d", [(7, 3, 2, 1), (8, 3, 2, 1), (8, 3, 3, 2), (5, 5, 1, 1), (1, 3, 2, 1), (9, 2, 4, 3)])
+def test_same_padding_gives_ceil_output_and_puts_extra_pixel_high(n, k, s, d):
+    (lo, hi), = explicit_pads("SAME", (n,), (k,), (s,), (d,))
+    out = (n + lo + hi - (k - 1) * d - 1) // s + 1
+    assert out == -(-n // s)
+    assert hi - lo in (0, 1)
+
+
+def test_lecun_style_edge_kernel_by_hand():
+    """A 1×2 kernel [-1, 1] on a step image responds only at the step (the notes' edge detector)."""
+    x = np.zeros((1, 3, 5, 1), np.float32)
+    x[..., 3:, :] = 1.0
+    layer = Conv2D(1, (1, 2), use_bias=False)
+    params = {"w": jnp.asarray([-1.0, 1.0]).reshape(1, 2, 1, 1)}
+    y, _ = layer.apply(params, {}, x)
+    np.testing.assert_array_equal(y[0, :, :, 0], np.tile([0.0, 0.0, 1.0, 0.0], (3, 1)))
+
+
+@pytest.mark.parametrize("padding,strides,dilation", [("VALID", 1, 1), ("SAME", 2, 1), (((2, 1), (0, 1)), (2, 1), 2)])
+def test_locally_connected_matches_numpy_loop(padding, strides, dilation):
+    layer = LocallyConnected2D(3, (2, 3), strides=strides, padding=padding, dilation=dilation)
+    check_against_numpy(layer, (2, 6, 7, 2), per_position=True)
+
+
+def test_locally_connected_with_shared_weights_equals_conv(key):
+    conv = Conv2D(4, 3, strides=2, padding="SAME")
+    local = LocallyConnected2D(4, 3, strides=2, padding="SAME")
+    x = jax.random.normal(key, (2, 9, 9, 3))
+    cp, _ = conv.init(key, x)
+    out_h, out_w = conv.output_shape(x.shape)[1:3]
+    lp = {"w": jnp.broadcast_to(cp["w"], (out_h, out_w, *cp["w"].shape)),
+          "b": jnp.broadcast_to(cp["b"], (out_h, out_w, 4))}
+    np.testing.assert_allclose(local.apply(lp, {}, x)[0], conv.apply(cp, {}, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_locally_connected_has_same_wiring_but_more_weights_than_conv(key):
+    """Same connections, no sharing: out_h * out_w times the conv's kernel and one bias per unit."""
+    conv, local = Conv2D(6, 5), LocallyConnected2D(6, 5)
+    cp, _ = jax.eval_shape(lambda k: conv.init(k, (1, 32, 32, 1)), key)
+    lp, _ = jax.eval_shape(lambda k: local.init(k, (1, 32, 32, 1)), key)
+    assert conv.output_shape((1, 32, 32, 1)) == local.output_shape((1, 32, 32, 1)) == (1, 28, 28, 6)
+    assert cp["w"].size == 5 * 5 * 1 * 6 == 150 and cp["b"].size == 6
+    assert lp["w"].size == 28 * 28 * 150 == 117_600 and lp["b"].size == 28 * 28 * 6
+
+
+# Shape agreement and jit = no-jit: (layer, input shape, hand-computed output shape)
+LAYERS = [
+    (Conv1D(4, 3), (2, 10, 3), (2, 8, 4)),
+    (Conv1D(4, 3, strides=2, padding="SAME"), (2, 10, 3), (2, 5, 4)),
+    (Conv1D(2, 2, padding=(1, 0), dilation=3), (1, 6, 1), (1, 4, 2)),
+    (Conv2D(6, 5, padding=2), (2, 28, 28, 1), (2, 28, 28, 6)),
+    (Conv2D(16, 5), (2, 14, 14, 6), (2, 10, 10, 16)),
+    (Conv2D(3, (3, 1), strides=(2, 1), padding="SAME", use_bias=False), (1, 7, 5, 2), (1, 4, 5, 3)),
+    (Conv2D(2, 3, dilation=2, padding=((0, 1), (2, 2))), (1, 8, 6, 2), (1, 5, 6, 2)),
+    (LocallyConnected2D(3, 3), (2, 6, 6, 2), (2, 4, 4, 3)),
+    (LocallyConnected2D(2, 2, strides=2, padding="SAME"), (1, 5, 5, 1), (1, 3, 3, 2)),
+    (Sequential([Conv2D(4, 3, padding="SAME"), Conv2D(2, 3, strides=2), Flatten(), Dense(3)]), (2, 9, 9, 1), (2, 3)),
+]
+IDS = [f"{type(layer).__name__}-{i}" for i, (layer, _, _) in enumerate(LAYERS)]
+
+
+@pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
+def test_output_shape_agrees_with_apply(layer, in_shape, out_shape, key):
+    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
+    params, state = jax.eval_shape(layer.init, key, x)  # traced, not run: apply's shape is what matters
+    y, _ = jax.eval_shape(layer.apply, params, state, x)
+    assert layer.output_shape(in_shape) == out_shape
+    assert y.shape == out_shape
+
+
+@pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
+def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
+    x = jax.random.normal(key, in_shape)
+    params, state = layer.init(key, x)
+    eager, _ = layer.apply(params, state, x)
+    compiled, _ = jax.jit(layer.apply)(params, state, x)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+GRAD_LAYERS = [
+    (Conv1D(2, 3, strides=2, padding="SAME", dilation=1), (2, 7, 2)),
+    (Conv2D(2, (2, 3), strides=(2, 1), padding=((1, 0), (1, 1)), dilation=(1, 2)), (1, 5, 6, 2)),
+    (LocallyConnected2D(2, 2, strides=2, padding="SAME"), (1, 4, 5, 2)),
+]
+
+
+@pytest.mark.parametrize("layer,in_shape", GRAD_LAYERS, ids=[type(l).__name__ for l, _ in GRAD_LAYERS])
+def test_gradients_match_central_differences_float64(layer, in_shape, key):
+    """Gradient with respect to every parameter and every input value."""
+    with jax.enable_x64(True):
+        x = jax.random.normal(key, in_shape, jnp.float64)
+        params, state = layer.init(key, x)
+        flat, unravel = ravel_pytree((params, x))
+        target = jax.random.normal(jax.random.PRNGKey(1), layer.output_shape(in_shape), jnp.float64)
+
+        @jax.jit
+        def loss(v):
+            p, xx = unravel(v)
+            return jnp.sum(jnp.tanh(layer.apply(p, state, xx)[0]) * target)
+
+        numeric = central_difference_grad(loss, np.asarray(flat))
+        np.testing.assert_allclose(jax.grad(loss)(flat), numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_float64_inputs_give_float64_params_and_outputs(key):
+    with jax.enable_x64(True):
+        for layer in (Conv2D(2, 3), LocallyConnected2D(2, 3), Conv1D(2, 3)):
+            x = jnp.ones((1, 5, 5, 1) if not isinstance(layer, Conv1D) else (1, 5, 1), jnp.float64)
+            params, state = layer.init(key, x)
+            assert all(p.dtype == jnp.float64 for p in jax.tree_util.tree_leaves(params))
+            assert layer.apply(params, state, x)[0].dtype == jnp.float64
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+def test_kernel_larger_than_padded_input_names_shapes_and_constraint(key):
+    model = Sequential([("c1", Conv2D(4, 3)), ("c2", Conv2D(4, 5))])
+    with pytest.raises(LayerError, match=r"layer 'c2' \(Conv2D\): kernel 5×5 is larger than the padded input 4×4 "
+                                         r"\(input 4×4, padding .*\); each spatial size \+ padding must be >= the kernel"):
+        model.init(key, (1, 6, 6, 1))
+    with pytest.raises(LayerError, match=r"kernel 3 \(dilation 3, effective 7\) is larger than the padded input 6"):
+        Conv1D(2, 3, dilation=3, padding=1).output_shape((1, 4, 1))
+    # Padding can make a small input large enough.
+    assert Conv2D(1, 5, padding=1).output_shape((1, 3, 3, 1)) == (1, 1, 1, 1)
+
+
+def test_channel_mismatch_names_expected_and_actual_channels(key):
+    model = Sequential([Conv2D(4, 3)])
+    params, state = jax.eval_shape(lambda k: model.init(k, (1, 8, 8, 3)), key)
+    with pytest.raises(LayerError, match=r"layer 'conv1' \(Conv2D\): channel mismatch: expected 3 input channels "
+                                         r"\(last axis\), got 1 in input of shape \(1, 8, 8, 1\)"):
+        model.apply(params, state, jnp.ones((1, 8, 8, 1)))
+    with pytest.raises(LayerError, match="expected 2 input channels.*got 5"):
+        Conv1D(3, 2, in_channels=2).init(key, (1, 6, 5))
+
+
+@pytest.mark.parametrize("layer,shape", [(Conv2D(2, 3), (8, 8, 1)), (Conv1D(2, 3), (1, 8, 8, 1)),
+                                         (LocallyConnected2D(2, 3), (8, 8))])
+def test_wrong_rank_names_the_expected_layout(layer, shape):
+    with pytest.raises(LayerError, match=r"expected input of rank \d \(batch, .*channels\), got shape"):
+        layer.output_shape(shape)
+
+
+def test_locally_connected_rejects_a_different_image_size(key):
+    layer = LocallyConnected2D(2, 3)
+    params, state = jax.eval_shape(lambda k: layer.init(k, (1, 6, 6, 1)), key)
+    with pytest.raises(LayerError, match=r"gives 5×5 output positions, but the weights were built for 4×4"):
+        layer.apply(params, state, jnp.ones((1, 7, 7, 1)))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(features=0, kernel_size=3), "features must be a positive int"),
+    (dict(features=2, kernel_size=(3, 3, 3)), "kernel_size must be a positive int or 2 positive ints"),
+    (dict(features=2, kernel_size=3, strides=0), "strides must be"),
+    (dict(features=2, kernel_size=3, padding="FULL"), "padding must be 'SAME', 'VALID'"),
+    (dict(features=2, kernel_size=3, padding=(1, 2, 3)), "padding must be"),
+    (dict(features=2, kernel_size=3, padding=-1), "padding must be"),
+])
+def test_bad_hyperparameters_are_rejected_when_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Conv2D(**kwargs)
