@@ -1,0 +1,215 @@
+"""Timing helpers shared by the benchmarks.
+
+* :func:`interleaved` — round-robin repetitions of several implementations in one process, so
+  that load from other processes on the machine hits all of them alike; :func:`summarize` gives
+  min/median.
+* :func:`matmul_peak` — the machine's measured fp32 matmul throughput (GFLOP/s) with a large
+  ``jnp`` matmul, best of several, taken in the same run as the benchmark.
+* :func:`machine_info` — CPU, core count, SIMD flags, library versions, XLA_FLAGS, backend.
+* :func:`format_table` — a plain-text table for the terminal and RESULTS.md.
+* :func:`read_idx` / :func:`fashion_mnist_train` — the training set straight from the gzip IDX
+  files (used when ``jaxnets.data`` is not importable).
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import importlib
+import os
+import platform
+import statistics
+import struct
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.cache/jaxnets/fashion-mnist")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn`` (which must block until its result is ready)."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]), idle
+
+
+def busy_fraction(interval: float = 0.5) -> float | None:
+    """Fraction of all CPUs busy during the next ``interval`` seconds (from /proc/stat; None
+    where that is unavailable). Called while this process is idle, it measures other load."""
+    before = _cpu_times()
+    time.sleep(interval)
+    after = _cpu_times()
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return 1.0 - (after[1] - before[1]) / (after[0] - before[0])
+
+
+def wait_for_quiet(max_busy: float = 0.25, timeout: float = 60.0, interval: float = 0.5) -> float | None:
+    """Waits (up to ``timeout`` seconds) until other processes use less than ``max_busy`` of the
+    CPUs; returns the last busy fraction measured (None where it cannot be measured)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = busy_fraction(interval)
+        if busy is None or busy <= max_busy or time.monotonic() >= deadline:
+            return busy
+
+
+def interleaved(runners: Mapping[str, Callable[[], object]], repeats: int,
+                on_round: Callable[[int, dict[str, float]], None] | None = None,
+                quiet: float | None = None, quiet_timeout: float = 60.0) -> dict[str, list[float]]:
+    """Runs every runner once per round, ``repeats`` rounds, in round-robin order (the order
+    rotates each round so no implementation always follows the same one).
+
+    Each runner must block until its work is done (``block_until_ready``). Returns
+    ``{name: [seconds per round]}``. ``on_round(round, {name: seconds})`` is called after each round.
+    With ``quiet`` (a busy fraction, e.g. 0.25) each round first waits up to ``quiet_timeout``
+    seconds for other processes to leave the CPUs that idle (see :func:`wait_for_quiet`).
+    """
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        if quiet is not None:
+            wait_for_quiet(quiet, quiet_timeout)
+        shift = r % len(names)
+        this_round = {}
+        for name in names[shift:] + names[:shift]:
+            this_round[name] = timed(runners[name])
+            times[name].append(this_round[name])
+        if on_round is not None:
+            on_round(r, this_round)
+    return times
+
+
+def summarize(seconds: Sequence[float]) -> dict[str, float]:
+    """``{"min", "median", "max", "n"}`` of a list of timings."""
+    return {"min": min(seconds), "median": statistics.median(seconds), "max": max(seconds), "n": len(seconds)}
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5, dtype: str = "float32") -> float:
+    """Measured matmul throughput in GFLOP/s: the best of ``repeats`` timed (n, n) @ (n, n)
+    products (2·n³ FLOPs each) under ``jax.jit``, after one warm-up call."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+    product = jax.jit(jnp.matmul)
+    product(a, b).block_until_ready()
+    best = min(timed(lambda: product(a, b).block_until_ready()) for _ in range(repeats))
+    return 2.0 * n**3 / best / 1e9
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _simd_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "?"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+    return ",".join(f for f in wanted if f in flags) or "none"
+
+
+def version_of(module: str) -> str | None:
+    """The ``__version__`` of an importable module, or None when it is not installed."""
+    try:
+        return getattr(importlib.import_module(module), "__version__", "?")
+    except Exception:  # a broken optional install counts as absent
+        return None
+
+
+def machine_info(modules: Sequence[str] = ("jax", "jaxlib", "optax", "flax", "equinox", "torch", "numpy")) -> dict:
+    """What a benchmark result needs to be reproduced: date, CPU, cores, SIMD, Python, the
+    versions of ``modules`` (None where not installed), JAX backend/devices and XLA_FLAGS."""
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "simd": _simd_flags(),
+        "python": platform.python_version(),
+        "versions": {m: version_of(m) for m in modules},
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        import jax
+
+        info["backend"] = jax.default_backend()
+        info["devices"] = [str(d) for d in jax.devices()]
+    except Exception:
+        pass
+    return info
+
+
+def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
+    """A plain-text (Markdown-compatible) table; floats are printed with 3 decimals."""
+    def cell(v):
+        if v is None:
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    body = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(columns)]
+    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
+    return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (raw or ``.gz``) as a NumPy array of unsigned bytes, shape from its header."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} ({int(np.prod(dims))} values), file holds {data.size}")
+    return data.reshape(dims)
+
+
+def fashion_mnist_train() -> tuple[np.ndarray, np.ndarray, str]:
+    """Fashion-MNIST training set: images float32 (60000, 28, 28, 1) in [0, 1], labels int32
+    (60000,), and where it came from. Uses ``jaxnets.data`` when it provides a loader, else reads
+    the IDX files from $JAXNETS_DATA, ~/.cache/jaxnets or /usr/share/datasets directly."""
+    try:
+        from jaxnets import data
+
+        loader = getattr(data, "load_fashion_mnist", None) or (lambda: data.load_dataset("fashion-mnist"))
+        dataset = loader()
+        return np.asarray(dataset.x_train, np.float32), np.asarray(dataset.y_train, np.int32), "jaxnets.data"
+    except ImportError:
+        pass
+    dirs = [os.environ["JAXNETS_DATA"] + "/fashion-mnist"] if os.environ.get("JAXNETS_DATA") else []
+    for d in [*dirs, *FASHION_MNIST_DIRS]:
+        root = Path(d).expanduser()
+        images, labels = root / "train-images-idx3-ubyte.gz", root / "train-labels-idx1-ubyte.gz"
+        if images.exists() and labels.exists():
+            x = read_idx(images).astype(np.float32)[..., None] / 255.0
+            return x, read_idx(labels).astype(np.int32), str(root)
+    raise FileNotFoundError(
+        "Fashion-MNIST not found in $JAXNETS_DATA/fashion-mnist, ~/.cache/jaxnets/fashion-mnist or "
+        "/usr/share/datasets/fashion-mnist; install it with `sudo apt-get install dataset-fashion-mnist`."
+    )

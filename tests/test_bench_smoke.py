@@ -1,0 +1,39 @@
+"""Smoke test of the MLP benchmark: ``benchmarks/bench_mlp.py --quick`` runs to the end and prints
+its final line in the documented format (timings are not checked: they depend on the machine)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_mlp import epoch_flops  # noqa: E402
+from benchmarks.common import format_table, summarize  # noqa: E402
+FINAL_LINE = re.compile(r"jaxnets_vs_flax=(\S+) jaxnets_vs_torch=(\S+) fraction_of_matmul_peak=(\S+)")
+
+
+def test_epoch_flops_by_hand():
+    # 784·256 + 256·256 + 256·10 = 268,800 MACs; 6·268,800 − 2·200,704 = 1,211,392 FLOPs per example.
+    assert epoch_flops(steps=1, batch=1) == 1_211_392
+    assert epoch_flops(steps=468, batch=128) == 468 * 128 * 1_211_392
+    # one layer: forward + weight gradient only (no input gradient for the data)
+    assert epoch_flops(steps=1, batch=1, sizes=(3, 2)) == 4 * 6
+
+
+def test_summaries_and_table():
+    assert summarize([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0, "n": 3}
+    table = format_table([{"a": 1.23456, "b": None}], ["a", "b"]).splitlines()
+    assert table[0].split() == ["|", "a", "|", "b", "|"] and "1.235" in table[2] and "-" in table[2]
+
+
+def test_quick_benchmark_prints_final_line():
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mlp.py"), "--quick"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = run.stdout.strip().splitlines()[-1]
+    match = FINAL_LINE.fullmatch(last)
+    assert match, last
+    for value in match.groups():
+        float(value)  # a number, or nan where a framework is not installed
