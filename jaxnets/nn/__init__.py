@@ -10,3 +10,8 @@ from jaxnets.nn.core import Sequential as Sequential
 from jaxnets.nn.conv import Conv1D as Conv1D
 from jaxnets.nn.conv import Conv2D as Conv2D
 from jaxnets.nn.conv import LocallyConnected2D as LocallyConnected2D
+from jaxnets.nn.pool import AvgPool1D as AvgPool1D
+from jaxnets.nn.pool import AvgPool2D as AvgPool2D
+from jaxnets.nn.pool import GlobalAvgPool as GlobalAvgPool
+from jaxnets.nn.pool import MaxPool1D as MaxPool1D
+from jaxnets.nn.pool import MaxPool2D as MaxPool2D

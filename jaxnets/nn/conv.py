@@ -126,14 +126,19 @@ class _Windowed(Layer):
                 f"in input of shape {tuple(shape)}"
             )
 
+    @property
+    def _window(self) -> tuple[int, ...]:
+        return self.kernel_size
+
     def pads(self, input_shape: Shape) -> Pads:
-        """The ``(lo, hi)`` zero padding of each spatial axis for an input of ``input_shape``."""
-        return explicit_pads(self.padding, input_shape[1:-1], self.kernel_size, self.strides,
+        """The ``(lo, hi)`` padding of each spatial axis for an input of ``input_shape``."""
+        return explicit_pads(self.padding, input_shape[1:-1], self._window, self.strides,
                              getattr(self, "dilation", None))
 
     def _spatial_out(self, input_shape: Shape) -> tuple[int, ...]:
-        return windowed_output_size(self, input_shape[1:-1], self.kernel_size, self.strides,
-                                    getattr(self, "dilation", (1,) * self.ndim), self.pads(input_shape))
+        return windowed_output_size(self, input_shape[1:-1], self._window, self.strides,
+                                    getattr(self, "dilation", (1,) * self.ndim), self.pads(input_shape),
+                                    what="kernel" if hasattr(self, "kernel_size") else "window")
 
 
 @dataclasses.dataclass(frozen=True)
