@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import platform
 from pathlib import Path
 
 import jax
@@ -24,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import jaxnets as jn  # noqa: E402
 from jaxnets import data, models, optim  # noqa: E402
+from jaxnets.runtime import environment  # noqa: E402
 from jaxnets.train import make_evaluate_fn  # noqa: E402
 
 
@@ -74,22 +74,12 @@ def run(config: Config) -> dict:
         "dataset": dataset.name, "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
         "best_epoch": result.best_epoch, "epochs_run": len(result.history["epoch"]),
         "train_seconds": sum(result.history["seconds"]), "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
-        "environment": environment(),
+        "environment": environment(config.seed),
     }
     write_outputs(config.out, summary, result.history)
     print(f"outputs in {config.out}/")
     print(f"dataset={dataset.name} test_accuracy={float(test_accuracy):.4f}")
     return summary
-
-
-def environment() -> dict:
-    """Versions, device and seed-independent facts recorded with every run."""
-    import jaxlib
-    import os
-
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
-            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def write_outputs(out: Path, summary: dict, history: dict) -> None:

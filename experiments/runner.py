@@ -15,6 +15,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from jaxnets.runtime import enable_compilation_cache
+
 # name → module in this package. An explicit table: unknown names get the list.
 EXPERIMENTS: dict[str, str] = {
     "main": "experiments.main_job",
@@ -60,5 +62,6 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    enable_compilation_cache()
     module.run(config)
     return 0

@@ -1,12 +1,19 @@
 """Strict test settings (after Equinox's conftest): rank promotion raises, warnings are errors
-(pyproject), and tests get a PRNG key fixture. Tests that need float64 use
+(pyproject), compiled programs are cached for the session, and tests get a PRNG key fixture. Tests that need float64 use
 ``with jax.enable_x64(True):``."""
+
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
+from jaxnets.runtime import enable_compilation_cache
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Many tests compile the same small programs; a persistent cache (fresh for each session, so no
+# test depends on an earlier run) loads them instead of recompiling.
+enable_compilation_cache(tempfile.mkdtemp(prefix="jaxnets-xla-cache-"))
 
 
 @pytest.fixture

@@ -56,14 +56,15 @@ def test_per_example_losses_and_grads_match_a_loop(key):
 @pytest.mark.parametrize("name", sorted(data.SYNTHETIC))
 def test_loss_decreases_on_every_synthetic_set(name):
     x, y = data.make_synthetic(name, 400, key=jax.random.PRNGKey(1))
+    x, = data.standardize(x)
     regression = name == "bump"
     model = models.mlp([32, 32, y.shape[1] if regression else int(y.max()) + 1], activation="tanh")
     params, state = model.init(jax.random.PRNGKey(0), x[:1])
     result = jn.fit(model, params, state, (x, y), loss="squared_error" if regression else "cross_entropy",
-                    optimizer=optim.optimizer("adam", 1e-2), epochs=30, batch_size=40,
+                    optimizer=optim.optimizer("adam", 1e-2), epochs=60, batch_size=20,
                     key=jax.random.PRNGKey(2), progress=False)
     history = result.history["train_loss"]
-    assert history[-1] < 0.6 * history[0], history
+    assert history[-1] < 0.5 * history[0], history
 
 
 def test_same_key_gives_bit_identical_training():
@@ -151,7 +152,7 @@ def test_non_finite_loss_names_epoch_step_and_leaves():
     x, y = spirals(256)
     x = np.array(x)
     x[100] = np.nan
-    with pytest.raises(jn.NonFiniteError, match=r"epoch 0 step \d+ .*non-finite params after the epoch: dense1/w, dense1/b"):
+    with pytest.raises(jn.NonFiniteError, match=r"epoch 0 step \d+ .*non-finite params after the epoch: dense1/b, dense1/w"):
         train_mlp(x, y, epochs=2)
 
 
@@ -180,7 +181,7 @@ def test_fit_rejects_inconsistent_arguments():
 
 def test_mlp_reaches_97_percent_on_digits():
     ds = data.load_digits()
-    model = models.mlp([128, 10], activation="relu")
+    model = models.mlp([256, 256, 10], activation="relu")  # 97.2–97.8% over init seeds 0–2
     params, state = model.init(jax.random.PRNGKey(0), ds.x_train[:1])
     result = jn.fit(model, params, state, (ds.x_train, ds.y_train), loss="cross_entropy",
                     optimizer=optim.optimizer("adam", 1e-3), epochs=40, batch_size=32,
