@@ -15,3 +15,6 @@ from jaxnets.nn.pool import AvgPool2D as AvgPool2D
 from jaxnets.nn.pool import GlobalAvgPool as GlobalAvgPool
 from jaxnets.nn.pool import MaxPool1D as MaxPool1D
 from jaxnets.nn.pool import MaxPool2D as MaxPool2D
+from jaxnets.nn.dropout import Dropout as Dropout
+from jaxnets.nn.norm import BatchNorm as BatchNorm
+from jaxnets.nn.norm import LayerNorm as LayerNorm
