@@ -63,3 +63,10 @@ def mlp(
     if OUTPUTS[output] is not None:
         layers.append(Activation(OUTPUTS[output]))
     return Sequential(layers, name="mlp")
+
+
+# The convolutional zoo lives in jaxnets/zoo.py (kept apart so each module stays short).
+from jaxnets.zoo import ConvNet as ConvNet  # noqa: E402
+from jaxnets.zoo import alexnet as alexnet  # noqa: E402
+from jaxnets.zoo import lenet5 as lenet5  # noqa: E402
+from jaxnets.zoo import vgg as vgg  # noqa: E402
