@@ -134,16 +134,21 @@ def _layer_norm(layer, in_shape, out_shape, params):
     return units * in_shape[-1], 4 * units
 
 
-def _from_params(layer, in_shape, out_shape, params):
-    """Layers made of matmuls (attention, patch embedding): each weight matrix w (fan_in, …, fan_out)
-    applied once per token; attention adds its two token×token products."""
+def _attention(layer, in_shape, out_shape, params):
+    """Query/key/value/out projections once per token (like dense layers) plus the two
+    token×token products of attention (4·tokens²·qkv FLOPs, no weights)."""
     tokens = math.prod(out_shape[:-1])
-    links = sum(tokens * leaf.size for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-                if _leaf_name(path) not in BIAS_NAMES and leaf.ndim >= 2)
-    flops = 2 * links
-    if type(layer).__name__ == "MultiHeadAttention":
-        flops += 4 * tokens * tokens * out_shape[-1]
-    return links, flops
+    links = sum(tokens * int(np.prod(p["w"].shape)) for p in params.values())
+    biases = sum(tokens * int(np.prod(p["b"].shape)) for p in params.values() if "b" in p)
+    return links, 2 * links + biases + 4 * tokens * tokens * params["query"]["w"].shape[-1]
+
+
+def _patch_embedding(layer, in_shape, out_shape, params):
+    """Each patch token is a dense unit over its ph·pw·channels pixels; FLOPs add the bias and
+    the position embedding (the class token is copied)."""
+    patches, dim = out_shape[0] - 1, out_shape[-1]
+    links = patches * dim * math.prod(params["w"].shape[:-1])
+    return links, 2 * links + patches * dim + math.prod(out_shape)
 
 
 def _optional(name: str) -> type | None:
@@ -160,7 +165,7 @@ RULES: dict[type, Callable] = {
         (nn.Activation, _elementwise(1)), (_optional("Dropout"), _elementwise(2)),
         (nn.Flatten, _elementwise(0)), (nn.Lambda, _elementwise(1)),
         (_optional("BatchNorm"), _elementwise(2)), (_optional("LayerNorm"), _layer_norm),
-        (_optional("MultiHeadAttention"), _from_params), (_optional("PatchEmbedding"), _from_params),
+        (_optional("MultiHeadAttention"), _attention), (_optional("PatchEmbedding"), _patch_embedding),
     ] if cls is not None
 }
 FOLDED = tuple(c for c in (nn.Activation, nn.Flatten, _optional("Dropout")) if c is not None)
@@ -197,7 +202,22 @@ def _children(layer) -> list[tuple[str, Layer]] | None:
     return list(sub()) if callable(sub) else None
 
 
+def _residual_rows(layer, name: str, in_shape: tuple, params, fold: bool) -> list[SummaryRow]:
+    """A residual block: its body's rows, its shortcut's (a projection), and the sum (+ activation),
+    whose units each have two inputs (body and shortcut)."""
+    rows = _rows(layer.body, f"{name}/body", in_shape, params.get("body", {}), fold)
+    shortcut = layer.shortcut_layer(in_shape)
+    if shortcut is not None:
+        rows += _rows(shortcut, f"{name}/shortcut", in_shape, params.get("shortcut", {}), fold)
+    out = tuple(layer.output_shape(in_shape))[1:]
+    units = math.prod(out)
+    label = "add" + (f"+{layer.activation}" if layer.activation else "")
+    return rows + [SummaryRow(f"{name}/add", label, out, units, 2 * units, 0, 0, units * (2 if layer.activation else 1))]
+
+
 def _rows(layer, name: str, in_shape: tuple, params, fold: bool) -> list[SummaryRow]:
+    if _optional("ResidualBlock") is not None and isinstance(layer, nn.ResidualBlock):
+        return _residual_rows(layer, name, in_shape, params, fold)
     children = _children(layer)
     if children is not None and _rule(layer) is None:
         rows, shape = [], in_shape
@@ -230,6 +250,8 @@ def _fold(rows: list[SummaryRow], layers_by_name: dict[str, Any]) -> list[Summar
 
 def _all_layers(layer, name: str = "") -> dict[str, Any]:
     found = {name or type(layer).__name__: layer}
+    if _optional("ResidualBlock") is not None and isinstance(layer, nn.ResidualBlock):
+        found.update(_all_layers(layer.body, f"{name}/body"))
     for child_name, child in _children(layer) or []:
         found.update(_all_layers(child, f"{name}/{child_name}" if name else child_name))
     return found

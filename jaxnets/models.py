@@ -70,3 +70,5 @@ from jaxnets.zoo import ConvNet as ConvNet  # noqa: E402
 from jaxnets.zoo import alexnet as alexnet  # noqa: E402
 from jaxnets.zoo import lenet5 as lenet5  # noqa: E402
 from jaxnets.zoo import vgg as vgg  # noqa: E402
+from jaxnets.zoo import resnet as resnet  # noqa: E402
+from jaxnets.zoo import vit as vit  # noqa: E402

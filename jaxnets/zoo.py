@@ -171,3 +171,58 @@ def vgg(depth: int = 16, num_classes: int = 1000, widths: Sequence[int] = (64, 1
     layers += [("flatten", nn.Flatten()), ("fc1", nn.Dense(dense)), ("relu_fc1", relu()), ("drop1", nn.Dropout(0.5)),
                ("fc2", nn.Dense(dense)), ("relu_fc2", relu()), ("drop2", nn.Dropout(0.5)), ("output", nn.Dense(num_classes))]
     return ConvNet(layers, name=f"vgg{depth}", engines=ENGINES[conv])
+
+
+def _conv_bn(Conv, features: int, strides: int = 1, relu: bool = True) -> list:
+    layers = [Conv(features, 3, strides=strides, padding=1, use_bias=False, w_init="he_normal"), nn.BatchNorm()]
+    return layers + [nn.Activation("relu")] if relu else layers
+
+
+def resnet(num_classes: int = 10, widths: Sequence[int] = (16, 32, 64), blocks: Sequence[int] = (1, 1, 1),
+           conv: str = "im2col") -> ConvNet:
+    """A small ResNet for (batch, 28, 28, channels) images (He et al. 2016, CIFAR-style).
+
+    Stem conv 3×3 ``widths[0]`` + batch norm + ReLU; then one stage per width with ``blocks[i]``
+    basic blocks (conv-BN-ReLU-conv-BN plus shortcut, then ReLU); each stage after the first starts
+    with stride 2 (28 → 14 → 7) and a projection shortcut (1×1 conv + BN); global average pooling;
+    dense ``num_classes``. Blocks are named ``stage{s}_block{b}``. → (batch, num_classes) logits.
+    """
+    if len(widths) != len(blocks):
+        raise ValueError(f"resnet: widths {tuple(widths)} and blocks {tuple(blocks)} need the same length")
+    Conv, _ = _conv_layers(conv)
+    layers: list = [("stem", nn.Sequential(_conv_bn(Conv, widths[0]), name="stem"))]
+    previous = widths[0]
+    for s, (width, count) in enumerate(zip(widths, blocks), start=1):
+        for b in range(1, count + 1):
+            stride = 2 if s > 1 and b == 1 else 1
+            body = nn.Sequential(_conv_bn(Conv, width, stride) + _conv_bn(Conv, width, relu=False), name="body")
+            shortcut = "identity"
+            if stride != 1 or width != previous:
+                shortcut = nn.Sequential([Conv(width, 1, strides=stride, use_bias=False, w_init="he_normal"),
+                                          nn.BatchNorm()], name="projection")
+            layers.append((f"stage{s}_block{b}", nn.ResidualBlock(body, shortcut=shortcut)))
+            previous = width
+    layers += [("pool", nn.GlobalAvgPool()), ("output", nn.Dense(num_classes))]
+    return ConvNet(layers, name="resnet", engines=ENGINES[conv])
+
+
+def class_token(x: jax.Array) -> jax.Array:
+    """The first token of each sequence: (batch, tokens, dim) → (batch, dim)."""
+    return x[:, 0]
+
+
+def vit(num_classes: int = 10, patch_size: int = 7, dim: int = 64, depth: int = 4, num_heads: int = 4,
+        mlp_dim: int = 128) -> ConvNet:
+    """A small vision transformer (Dosovitskiy et al. 2020) for (batch, 28, 28, channels) images:
+    patch embedding (``patch_size``² patches → ``dim``, class token, position embeddings), ``depth``
+    pre-norm encoder blocks — x + MHA(LN(x)), then x + MLP(LN(x)) with a GELU MLP of ``mlp_dim`` —,
+    a final layer norm, the class token, dense ``num_classes``. → (batch, num_classes) logits."""
+    layers: list = [("patches", nn.PatchEmbedding(patch_size, dim))]
+    for i in range(1, depth + 1):
+        attention = nn.Sequential([nn.LayerNorm(), nn.MultiHeadAttention(num_heads)], name="attention")
+        mlp = nn.Sequential([nn.LayerNorm(), nn.Dense(mlp_dim), nn.Activation("gelu"), nn.Dense(dim)], name="mlp")
+        layers += [(f"block{i}_attention", nn.ResidualBlock(attention, shortcut="identity", activation=None)),
+                   (f"block{i}_mlp", nn.ResidualBlock(mlp, shortcut="identity", activation=None))]
+    layers += [("norm", nn.LayerNorm()), ("class_token", nn.Lambda(class_token, name="class_token")),
+               ("output", nn.Dense(num_classes))]
+    return ConvNet(layers, name="vit", engines={"cpu": "scan", "gpu": "scan"})
