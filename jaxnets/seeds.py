@@ -18,6 +18,7 @@ sequential ``fit`` calls and a Flax jit-per-step loop.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -32,8 +33,8 @@ from jaxnets import checkpoint as ckpt
 from jaxnets.train import NonFiniteError, TrainState, is_classification, make_epoch_fn, make_evaluate_fn
 
 Array = jax.Array
-# (params, state) of one run → named statistics (arrays of any fixed shape), run after each epoch.
-MetricsFn = Callable[[Any, Any], dict[str, Array]]
+# (params, state, *metrics_data) of one run → named statistics (arrays of fixed shapes).
+MetricsFn = Callable[..., dict[str, Array]]
 
 
 class SeedsResult(NamedTuple):
@@ -74,18 +75,27 @@ def seed_grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[li
 
 
 def init_runs(model, keys: Array, x) -> tuple[Any, Any]:
-    """``model.init`` for each key (runs, 2), vmapped: stacked ``(params, state)``.
-    ``x`` is a batch, ShapeDtypeStruct or shape of one run's input (only its shape is used)."""
-    spec = x if isinstance(x, jax.ShapeDtypeStruct) else (
-        jax.ShapeDtypeStruct(tuple(x), jnp.float32) if isinstance(x, (tuple, list)) else
-        jax.ShapeDtypeStruct(x.shape, x.dtype))
-    return jax.jit(jax.vmap(lambda k: model.init(k, spec)))(keys)
+    """``model.init(keys[r], x)`` for each of the (runs, 2) keys, stacked: ``(params, state)``.
+    ``x`` is a batch, ShapeDtypeStruct or shape of one run's input (only its shape is used).
+    (A loop, not a vmap: the eager initialisers are compiled once per shape and reused by every
+    model, where a jitted vmap would compile each model's whole init again.)"""
+    inits = [model.init(key, x) for key in keys]
+    return stack_trees([p for p, _ in inits]), stack_trees([s for _, s in inits])
 
 
 def make_evaluate_runs_fn(model, loss, *, batch_size: int = 1000) -> Callable:
     """Jitted ``evaluate(params, state, x, t) -> (loss (runs,), accuracy (runs,))`` for stacked
     params/state and shared data x: (N, …), t: (N, …)."""
     return jax.jit(jax.vmap(make_evaluate_fn(model, loss, batch_size=batch_size), in_axes=(0, 0, None, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def make_metrics_runs_fn(metrics_fn: MetricsFn, num_data: int = 0) -> Callable:
+    """Jitted ``f(params, state, *data) -> {name: (runs, …)}``: ``metrics_fn`` vmapped over stacked
+    params/state, with ``num_data`` shared (not vmapped) data arguments. The same ``metrics_fn``
+    gives the same jitted function, so metrics taken before ``fit_seeds`` (at initialisation)
+    and during it share one compilation."""
+    return jax.jit(jax.vmap(metrics_fn, in_axes=(0, 0) + (None,) * num_data))
 
 
 def _set_learning_rates(opt_state, learning_rates) -> Any:
@@ -132,6 +142,7 @@ def fit_seeds(
     learning_rates: Sequence[float] | Array | None = None,
     validation_data: tuple[Any, Any] | None = None,
     metrics_fn: MetricsFn | None = None,
+    metrics_data: tuple[Any, ...] = (),
     checkpoint_dir: str | Path | None = None,
     on_non_finite: str = "raise",
     progress: bool = True,
@@ -146,8 +157,9 @@ def fit_seeds(
       keys: (runs, 2) PRNG keys; epoch e of run r uses ``fold_in(keys[r], e)`` as ``fit`` does.
       learning_rates: optional (runs,) learning rate of each run (injectable optimizers only).
       validation_data: (x, t) evaluated for every run after each epoch.
-      metrics_fn: ``f(params, state) -> {name: array}`` for one run, vmapped over runs after each
-        epoch (gradient norms, unit statistics…); results go to ``history[name]`` (epochs, runs, …).
+      metrics_fn: ``f(params, state, *metrics_data) -> {name: array}`` for one run, vmapped over
+        runs after each epoch (gradient norms, unit statistics…); results go to ``history[name]``
+        with shape (epochs, runs, …). ``metrics_data`` (e.g. a probe batch) is shared by all runs.
       checkpoint_dir: save train states, keys and history after each epoch; a checkpoint there
         (made with the same keys) is resumed from its last finished epoch.
       on_non_finite: ``"raise"`` (NonFiniteError naming the runs) or ``"record"`` (keep training
@@ -174,7 +186,8 @@ def fit_seeds(
     evaluate = make_evaluate_runs_fn(model, loss) if validation_data is not None else None
     if validation_data is not None:
         x_val, t_val = (jax.device_put(jnp.asarray(a)) for a in validation_data)
-    metrics = jax.jit(jax.vmap(metrics_fn)) if metrics_fn is not None else None
+    metrics = make_metrics_runs_fn(metrics_fn, len(metrics_data)) if metrics_fn is not None else None
+    metrics_data = tuple(jax.device_put(jnp.asarray(a)) for a in metrics_data)
 
     ts = TrainState(params, state, jax.vmap(optimizer.init)(params))
     if learning_rates is not None:
@@ -215,7 +228,7 @@ def fit_seeds(
             record["val_loss"] = np.asarray(val_loss)
             record["val_accuracy"] = np.asarray(val_accuracy) if classification else np.full((runs,), np.nan)
         if metrics is not None:
-            record.update({k: np.asarray(v) for k, v in metrics(ts.params, ts.state).items()})
+            record.update({k: np.asarray(v) for k, v in metrics(ts.params, ts.state, *metrics_data).items()})
         record["seconds"] = time.perf_counter() - started
         for name, value in record.items():
             history.setdefault(name, []).append(value)

@@ -1,0 +1,523 @@
+"""The activation study: sigmoid, tanh, ReLU, ELU, leaky ReLU and softplus MLPs at several depths.
+
+It answers the lecture notes' questions with numbers: why is ReLU better than sigmoid, why is ELU
+better than ReLU, does ReLU train several times faster than tanh (Krizhevsky et al. 2012: six
+times fewer epochs to 25 % training error), do sigmoid units saturate and their gradients vanish
+in deep nets, and do ReLU units die?
+
+Command: ``python -m experiments activations`` (full) or ``python -m experiments activations --quick``
+(what CI runs); ``--dataset digits``, ``--seeds N``, ``--out DIR`` as for every experiment.
+Run time on the 2-core CPU: quick ≈ 3–4 min (6 activations × depths 2/5/10, suited initialiser,
+3 seeds, 6 epochs on 6 000 Fashion-MNIST images); full ≈ 25–30 min (also a common Glorot
+initialiser, 5 seeds, 12 epochs on 20 000 images). Each (activation, depth, initialiser) trains
+all its seeds together in one compiled program (:func:`jaxnets.seeds.fit_seeds`).
+Expected result on Fashion-MNIST (SGD with momentum, width 128): at depth 2 all activations reach
+≈ 0.84–0.87 test accuracy; at depth 10 the sigmoid net barely trains (≈ 0.1–0.5: its gradient
+norm falls by orders of magnitude from the output layer to the first) while ReLU/ELU/leaky ReLU
+stay ≈ 0.85; ReLU reaches the training-error target in fewer epochs than tanh (but not 6× fewer
+on this problem); a small fraction of ReLU units is dead. ``report.md`` says which claims held.
+
+Outputs in ``results/activations/``: summary.json (schema :data:`SUMMARY_SCHEMA`), history.csv
+(per run, seed and epoch), units.csv (per layer), learning_curves.png, grad_norms.png, units.png,
+report.md. An interrupted study resumes: finished runs are kept in runs/, the unfinished one
+continues from its last finished epoch (checkpoints/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments import common
+from jaxnets import data, models, optim
+from jaxnets.activations import get_activation
+from jaxnets.initializers import initializer_for
+from jaxnets.losses import cross_entropy
+from jaxnets.nn import Activation, Dense
+from jaxnets.seeds import fit_seeds, init_runs, make_evaluate_runs_fn, make_metrics_runs_fn, seed_keys
+
+__all__ = ["Config", "run", "run_short_study", "format_table", "headline", "SUMMARY_SCHEMA"]
+
+ALL_ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "leaky_relu", "softplus")
+SATURATED_SLOPE = 0.1  # a unit is saturated on an example where f'(z) < 10 % of f's largest slope
+DEAD_SLOPE = 1e-3  # and dead where f'(z) < 0.1 % of it on every probe example (no gradient passes)
+
+
+@dataclasses.dataclass
+class Config:
+    """See the module docstring for the command, run time and expected result.
+
+    Fields left at None take the value of the mode (full / ``quick``) shown in ``MODES``.
+    ``inits``: "suited" (Glorot for sigmoid/tanh, He for the rectifiers, see
+    :func:`jaxnets.initializers.initializer_for`) and/or initialiser names used for every
+    activation (the "common" initialiser); a common one equal to the suited one is not rerun.
+    """
+
+    quick: bool = False
+    out: Path = Path("results/activations")
+    dataset: str | None = None  # None: Fashion-MNIST if installed, else digits
+    seeds: int | None = None
+    epochs: int | None = None
+    train_size: int | None = None  # training examples used (None in MODES: all)
+    activations: tuple[str, ...] = ALL_ACTIVATIONS
+    depths: tuple[int, ...] = (2, 5, 10)
+    inits: tuple[str, ...] | None = None
+    width: int = 128
+    optimizer: str = "momentum"
+    learning_rate: float = 0.01
+    batch_size: int = 64
+    validation_size: int = 2000
+    probe_size: int = 1000  # training examples for gradient norms and unit statistics
+    target_train_error: float = 0.2  # the "epochs to target" threshold (Krizhevsky: 0.25 on CIFAR-10)
+    seed: int = 0  # run seeds are seed, seed + 1, …
+
+
+MODES = {
+    False: {"seeds": 5, "epochs": 10, "train_size": 15000, "inits": ("suited", "glorot_uniform")},
+    True: {"seeds": 3, "epochs": 6, "train_size": 5000, "inits": ("suited",)},
+}
+
+
+def resolve(config: Config) -> Config:
+    """The config with every None field set from ``MODES[config.quick]``."""
+    return dataclasses.replace(config, **{k: v for k, v in MODES[config.quick].items() if getattr(config, k) is None})
+
+
+def run_name(activation: str, depth: int, init: str) -> str:
+    return f"{activation}-d{depth}-{init}"
+
+
+def plan(config: Config) -> list[dict]:
+    """The runs of a resolved config: one per (depth, initialiser, activation)."""
+    runs = []
+    for depth in config.depths:
+        for init in config.inits:
+            for activation in config.activations:
+                w_init = initializer_for(activation) if init == "suited" else init
+                if init != "suited" and "suited" in config.inits and w_init == initializer_for(activation):
+                    continue  # the common initialiser is this activation's suited one: already run
+                runs.append({"name": run_name(activation, depth, init), "activation": activation, "depth": depth,
+                             "init": init, "w_init": w_init})
+    return runs
+
+
+def load_data(config: Config) -> tuple[dict, str]:
+    """Train/validation/probe/test arrays: a fixed shuffle of the training set is cut into
+    ``train_size`` training and ``validation_size`` validation images; the probe batch is the
+    first ``probe_size`` training images; the test set is used whole."""
+    dataset = data.load_dataset(config.dataset) if config.dataset else data.load_default()[0]
+    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(12345), len(dataset.x_train)))
+    n_val = min(config.validation_size, len(order) // 5)
+    n_train = min(config.train_size or len(order), len(order) - n_val)
+    train, val = order[:n_train], order[len(order) - n_val:]
+    arrays = {"x_train": dataset.x_train[train], "y_train": dataset.y_train[train],
+              "x_val": dataset.x_train[val], "y_val": dataset.y_train[val],
+              "x_probe": dataset.x_train[train[:config.probe_size]], "y_probe": dataset.y_train[train[:config.probe_size]],
+              "x_test": dataset.x_test, "y_test": dataset.y_test, "num_classes": dataset.num_classes}
+    return arrays, dataset.name
+
+
+def max_slope(activation: str) -> float:
+    """The largest derivative of ``activation`` on [-10, 10] (sigmoid ¼, the others ≈ 1)."""
+    grid = jnp.linspace(-10.0, 10.0, 4001)
+    return float(jnp.max(jax.vmap(jax.grad(get_activation(activation)))(grid)))
+
+
+def make_unit_stats_fn(model, activation: str):
+    """``stats(params, state, x, t) -> dict`` for one run on a probe batch x: (P, …), t: (P,):
+
+    * ``grad_norm`` (dense layers,): ‖∂loss/∂W‖ of each Dense layer, first to output;
+    * ``saturated_fraction`` (hidden layers,): share of (unit, example) pairs with f'(z) < 10 %
+      of f's largest slope (sigmoid |z| > 3.6, tanh |z| > 1.8; ReLU z < 0);
+    * ``dead_fraction`` (hidden layers,): share of units with f'(z) < 0.1 % of the largest slope
+      on every probe example (ReLU units that never fire).
+    """
+    fn, top = get_activation(activation), max_slope(activation)
+    dense_names = [name for name, layer in model.layers if isinstance(layer, Dense)]
+
+    def stats(params, state, x, t):
+        grads = jax.grad(lambda p: jnp.mean(cross_entropy(model.apply(p, state, x)[0], t)))(params)
+        slopes, h = [], x
+        for name, layer in model.layers:  # walk the layers to see the pre-activations z
+            if isinstance(layer, Activation):
+                slopes.append(jax.jvp(fn, (h,), (jnp.ones_like(h),))[1] / top)  # f'(z): (P, width)
+            h, _ = layer.apply(params.get(name, {}), state.get(name, {}), h)
+        return {"grad_norm": jnp.stack([jnp.linalg.norm(grads[n]["w"]) for n in dense_names]),
+                "saturated_fraction": jnp.stack([jnp.mean(s < SATURATED_SLOPE) for s in slopes]),
+                "dead_fraction": jnp.stack([jnp.mean(jnp.all(s < DEAD_SLOPE, axis=0)) for s in slopes])}
+
+    return stats
+
+
+def train_run(spec: dict, config: Config, arrays: dict, store: common.RunStore, *, progress: bool,
+              description: str) -> dict:
+    """Trains all seeds of one (activation, depth, initialiser) together and returns its record
+    (histories as lists: train_loss (epochs, seeds), grad_norm (epochs + 1, seeds, layers), …)."""
+    model = models.mlp([config.width] * spec["depth"] + [arrays["num_classes"]], activation=spec["activation"],
+                       w_init=spec["w_init"])
+    seeds = list(range(config.seed, config.seed + config.seeds))
+    init_keys, fit_keys = jnp.unstack(jax.vmap(lambda k: jax.random.split(k))(seed_keys(seeds)), axis=1)
+    params, state = init_runs(model, init_keys, arrays["x_train"][:1])
+    stats_fn = make_unit_stats_fn(model, spec["activation"])
+    probe = (arrays["x_probe"], arrays["y_probe"])
+    at_init = make_metrics_runs_fn(stats_fn, 2)(params, state, *probe)
+    started = time.perf_counter()
+    result = fit_seeds(model, params, state, (arrays["x_train"], arrays["y_train"]), loss="cross_entropy",
+                       optimizer=optim.optimizer(config.optimizer, config.learning_rate), epochs=config.epochs,
+                       batch_size=config.batch_size, keys=fit_keys, validation_data=(arrays["x_val"], arrays["y_val"]),
+                       metrics_fn=stats_fn, metrics_data=probe, checkpoint_dir=store.checkpoint_dir(spec["name"]),
+                       on_non_finite="record", progress=progress, description=description)
+    test_loss, test_accuracy = make_evaluate_runs_fn(model, "cross_entropy")(
+        result.params, result.state, arrays["x_test"], arrays["y_test"])
+    h = result.history
+    record = {**spec, "seeds": seeds, "test_accuracy": test_accuracy, "test_loss": test_loss,
+              "diverged_epoch": result.diverged_epoch, "seconds": h["seconds"], "wall_seconds": time.perf_counter() - started}
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        record[name] = h[name]
+    for name in ("grad_norm", "saturated_fraction", "dead_fraction"):  # (epochs + 1, seeds, layers)
+        record[name] = np.concatenate([np.asarray(at_init[name])[None], h[name]])
+    return common.to_json(record)
+
+
+def _mean(values) -> float | None:
+    values = np.asarray([np.nan if v is None else v for v in values], np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else None
+
+
+def epochs_to(error: np.ndarray, target: float) -> float | None:
+    """Epochs until the training error (epochs,) first reaches ``target``, interpolated linearly
+    between the epochs around the crossing (1.0 when the first epoch already reaches it)."""
+    below = np.flatnonzero(error <= target)
+    if below.size == 0:
+        return None
+    e = int(below[0])
+    if e == 0:
+        return 1.0
+    return float(e + (error[e - 1] - target) / (error[e - 1] - error[e]))
+
+
+def summarize_run(record: dict, config: Config) -> dict:
+    """The summary entry of one run (means and standard deviations over its finite seeds)."""
+    diverged = np.asarray(record["diverged_epoch"]) >= 0
+    ok = ~diverged
+    accuracy = np.asarray([np.nan if a is None else a for a in record["test_accuracy"]], np.float64)
+    train_error = 1.0 - np.asarray([[np.nan if a is None else a for a in row] for row in record["train_accuracy"]])
+    reached = [epochs_to(col, config.target_train_error) for col in train_error.T]  # per seed
+    seconds = np.asarray(record["seconds"], np.float64)
+    per_epoch = float(np.median(seconds[1:] if len(seconds) > 1 else seconds)) / len(record["seeds"])
+    epochs_to_target = _mean([r for r, good in zip(reached, ok) if good and r is not None])
+    final = {name: np.asarray(record[name], np.float64) for name in ("grad_norm", "saturated_fraction", "dead_fraction")}
+    layer_mean = lambda name, epoch: [float(v) for v in np.nanmean(final[name][epoch][ok], axis=0)] if ok.any() else []
+    return {
+        "name": record["name"], "activation": record["activation"], "depth": record["depth"], "init": record["init"],
+        "w_init": record["w_init"], "seeds": record["seeds"], "diverged_seeds": int(diverged.sum()),
+        "test_accuracy_mean": float(np.nanmean(accuracy[ok])) if ok.any() else None,
+        "test_accuracy_std": float(np.nanstd(accuracy[ok])) if ok.any() else None,
+        "test_accuracy_per_seed": [None if not np.isfinite(a) else float(a) for a in accuracy],
+        "final_train_error_mean": _mean(train_error[-1][ok]),
+        "epochs_to_target": epochs_to_target, "epochs_to_target_per_seed": reached,
+        "seeds_reaching_target": int(sum(r is not None for r, good in zip(reached, ok) if good)),
+        "seconds_per_epoch": per_epoch,
+        "seconds_to_target": None if epochs_to_target is None else epochs_to_target * per_epoch,
+        "grad_norm_per_layer_init": layer_mean("grad_norm", 0), "grad_norm_per_layer_final": layer_mean("grad_norm", -1),
+        "saturated_fraction_per_layer_init": layer_mean("saturated_fraction", 0),
+        "saturated_fraction_per_layer_final": layer_mean("saturated_fraction", -1),
+        "dead_fraction_per_layer_init": layer_mean("dead_fraction", 0),
+        "dead_fraction_per_layer_final": layer_mean("dead_fraction", -1),
+    }
+
+
+def run(config: Config, *, progress: bool = True) -> dict:
+    """Runs (or resumes) the study, writes its outputs under ``config.out`` and returns the summary."""
+    started = time.perf_counter()
+    config = resolve(config)
+    out = Path(config.out)
+    arrays, dataset_name = load_data(config)
+    specs = plan(config)
+    fields = common.config_dict(config)
+    store = common.RunStore(out, common.fingerprint({**fields, "dataset": dataset_name}))
+    print(f"activation study on {dataset_name}: {len(specs)} runs × {config.seeds} seeds, {config.epochs} epochs on "
+          f"{len(arrays['x_train'])} images ({'quick' if config.quick else 'full'}); outputs in {out}/")
+    records, failed = [], []
+    for i, spec in enumerate(specs, 1):
+        description = f"[{i}/{len(specs)}] {spec['name']}"
+        record = store.load(spec["name"])
+        if record is not None:
+            print(f"{description}: finished earlier, kept")
+        else:
+            try:
+                record = train_run(spec, config, arrays, store, progress=progress, description=description)
+            except Exception as error:  # a failing run is reported; the others go on
+                traceback.print_exc()
+                print(f"{description}: FAILED: {type(error).__name__}: {error}")
+                failed.append({**spec, "error": f"{type(error).__name__}: {error}"})
+                continue
+            store.save(spec["name"], record)
+        records.append(record)
+    summary = {"experiment": "activations", "dataset": dataset_name, "quick": config.quick, "config": fields,
+               "environment": common.environment(), "target_train_error": config.target_train_error,
+               "runs": [summarize_run(r, config) for r in records], "failed_runs": failed,
+               "seconds": time.perf_counter() - started}
+    write_outputs(out, summary, records, config)
+    print(format_table(summary))
+    print(f"report: {out / 'report.md'}")
+    return common.read_summary(out)
+
+
+def run_short_study(out: Path, *, progress: bool = True) -> dict:
+    """A compact study for the README's main job (≈ 2–3 min on 2 CPU cores): sigmoid, tanh, ReLU
+    and ELU at depths 2 and 5, 2 seeds, 5 epochs on 10 000 images; returns the summary."""
+    config = Config(out=Path(out), seeds=2, epochs=5, train_size=10000, activations=("sigmoid", "tanh", "relu", "elu"),
+                    depths=(2, 5), inits=("suited",))
+    return run(config, progress=progress)
+
+
+# ----------------------------------------------------------------------------- summary and report
+
+_NUM, _NUMS = {"type": ["number", "null"]}, {"type": "array", "items": {"type": "number"}}
+SUMMARY_SCHEMA = {
+    "type": "object",
+    "required": ["experiment", "dataset", "quick", "config", "environment", "target_train_error", "runs",
+                 "failed_runs", "claims", "seconds"],
+    "properties": {
+        "experiment": {"enum": ["activations"]}, "dataset": {"type": "string"}, "quick": {"type": "boolean"},
+        "config": {"type": "object", "required": ["seeds", "epochs", "depths", "activations"]},
+        "environment": {"type": "object", "required": ["jax", "device"]},
+        "target_train_error": {"type": "number", "minimum": 0, "maximum": 1}, "seconds": {"type": "number"},
+        "runs": {"type": "array", "items": {
+            "type": "object",
+            "required": ["activation", "depth", "seeds", "test_accuracy_mean", "test_accuracy_std", "epochs_to_target",
+                         "grad_norm_per_layer_init", "seconds_to_target", "dead_fraction_per_layer_final",
+                         "saturated_fraction_per_layer_final", "grad_norm_per_layer_final"],
+            "properties": {
+                "activation": {"type": "string"}, "depth": {"type": "integer", "minimum": 1},
+                "init": {"type": "string"}, "seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                "test_accuracy_mean": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "test_accuracy_std": {"type": ["number", "null"], "minimum": 0},
+                "epochs_to_target": {"type": ["number", "null"], "minimum": 1}, "seconds_to_target": _NUM,
+                "grad_norm_per_layer_init": _NUMS, "grad_norm_per_layer_final": _NUMS,
+                "dead_fraction_per_layer_final": _NUMS, "saturated_fraction_per_layer_final": _NUMS}}},
+        "failed_runs": {"type": "array", "items": {"type": "object", "required": ["name", "error"]}},
+        "claims": {"type": "array", "items": {"type": "object", "required": ["claim", "held", "evidence"],
+                                              "properties": {"held": {"type": ["boolean", "null"]},
+                                                             "evidence": {"type": "string"}}}},
+    },
+}
+
+
+def _get(runs: list[dict], activation: str, depth: int, init: str = "suited") -> dict | None:
+    return next((r for r in runs if (r["activation"], r["depth"], r["init"]) == (activation, depth, init)), None)
+
+
+def _acc(run: dict | None) -> str:
+    return "–" if run is None or run["test_accuracy_mean"] is None else \
+        f"{run['test_accuracy_mean']:.3f}±{run['test_accuracy_std']:.3f}"
+
+
+def evaluate_claims(summary: dict) -> list[dict]:
+    """Which of the notes' claims held, judged on the suited-initialiser runs."""
+    runs, depths = summary["runs"], sorted({r["depth"] for r in summary["runs"]})
+    epochs = summary["config"]["epochs"]
+    claims = []
+
+    def add(claim, verdicts, evidence):
+        verdicts = [v for v in verdicts if v is not None]
+        claims.append({"claim": claim, "held": all(verdicts) if verdicts else None, "evidence": "; ".join(evidence) or "no data"})
+
+    verdicts, evidence = [], []
+    for d in depths:
+        relu, tanh = _get(runs, "relu", d), _get(runs, "tanh", d)
+        if relu and tanh:
+            e_relu, e_tanh = relu["epochs_to_target"], tanh["epochs_to_target"]
+            verdicts.append(None if e_relu is None and e_tanh is None else e_tanh is None or (e_relu is not None and e_relu < e_tanh))
+            ratio = f" ({e_tanh / e_relu:.1f}×)" if e_relu and e_tanh else ""
+            fmt = lambda e: f"> {epochs}" if e is None else f"{e:.1f}"
+            evidence.append(f"depth {d}: ReLU {fmt(e_relu)} vs tanh {fmt(e_tanh)} epochs{ratio}")
+    add(f"ReLU reaches {summary['target_train_error']:.0%} training error in fewer epochs than tanh "
+        "(Krizhevsky et al.: 6× fewer)", verdicts, evidence)
+
+    verdicts, evidence = [], []
+    for d in depths:
+        sig, relu = _get(runs, "sigmoid", d), _get(runs, "relu", d)
+        if sig and relu and sig["test_accuracy_mean"] is not None and relu["test_accuracy_mean"] is not None:
+            verdicts.append(relu["test_accuracy_mean"] > sig["test_accuracy_mean"])
+            evidence.append(f"depth {d}: ReLU {_acc(relu)} vs sigmoid {_acc(sig)}")
+    add("ReLU is better than sigmoid (test accuracy, every depth)", verdicts, evidence)
+
+    deepest = depths[-1] if depths else None
+    sig, relu = _get(runs, "sigmoid", deepest), _get(runs, "relu", deepest)
+    ratios = {name: r["grad_norm_per_layer_init"][0] / r["grad_norm_per_layer_init"][-1]
+              for name, r in (("sigmoid", sig), ("ReLU", relu)) if r and r["grad_norm_per_layer_init"]}
+    add(f"sigmoid gradients vanish in deep nets (first-layer gradient norm < 1/10 of the output layer's at "
+        f"initialisation, depth {deepest})", [ratios["sigmoid"] < 0.1 if "sigmoid" in ratios else None],
+        [f"{k}: first/output = {v:.2g}" for k, v in ratios.items()])
+
+    saturated = {a: np.mean(r["saturated_fraction_per_layer_final"]) for a in ("sigmoid", "tanh", "relu")
+                 if (r := _get(runs, a, deepest)) and r["saturated_fraction_per_layer_final"]}
+    add(f"sigmoid units saturate (≥ 10 % of unit-example pairs with f' < 10 % of its maximum after training, depth "
+        f"{deepest})", [saturated["sigmoid"] >= 0.1 if "sigmoid" in saturated else None],
+        [f"{a}: {v:.1%}" for a, v in saturated.items()]
+        + ["(σ' ≤ ¼ everywhere, so a deep sigmoid net's gradient shrinks ≈ 4× per layer even without saturation)"])
+
+    verdicts, evidence = [], []
+    for d in depths:
+        elu, relu = _get(runs, "elu", d), _get(runs, "relu", d)
+        if elu and relu and elu["test_accuracy_mean"] is not None and relu["test_accuracy_mean"] is not None:
+            diff = elu["test_accuracy_mean"] - relu["test_accuracy_mean"]
+            spread = max(elu["test_accuracy_std"], relu["test_accuracy_std"])
+            verdicts.append(diff > 0)
+            evidence.append(f"depth {d}: ELU {_acc(elu)} vs ReLU {_acc(relu)}"
+                            + (" (within one std)" if abs(diff) <= spread else ""))
+    add("ELU is better than ReLU (test accuracy, every depth)", verdicts, evidence)
+
+    dead = {d: np.mean(r["dead_fraction_per_layer_final"]) for d in depths
+            if (r := _get(runs, "relu", d)) and r["dead_fraction_per_layer_final"]}
+    add("ReLU units can die (> 1 % of hidden units never active on the probe batch after training)",
+        [max(dead.values()) > 0.01 if dead else None], [f"depth {d}: {v:.1%}" for d, v in dead.items()])
+    return claims
+
+
+def format_table(summary: dict) -> str:
+    """A compact console table: one line per run."""
+    lines = [f"{'run':<24} {'test accuracy':>13} {'→target':>8} {'s→target':>8} {'∇1/∇out':>8} {'dead':>6} {'sat.':>6}"]
+    for r in summary["runs"]:
+        grads = r["grad_norm_per_layer_init"]
+        lines.append(f"{r['activation'] + ' d' + str(r['depth']) + ' ' + r['init']:<24} {_acc(r):>13} "
+                     f"{'–' if r['epochs_to_target'] is None else format(r['epochs_to_target'], '.1f'):>8} "
+                     f"{'–' if r['seconds_to_target'] is None else format(r['seconds_to_target'], '.1f'):>8} "
+                     f"{grads[0] / grads[-1] if grads else float('nan'):>8.2g} "
+                     f"{np.mean(r['dead_fraction_per_layer_final'] or [np.nan]):>6.1%} "
+                     f"{np.mean(r['saturated_fraction_per_layer_final'] or [np.nan]):>6.1%}")
+    lines += [f"FAILED {f['name']}: {f['error']}" for f in summary["failed_runs"]]
+    return "\n".join(lines)
+
+
+def headline(summary: dict) -> str:
+    """One line for results/REPORT.md."""
+    held = [c for c in summary.get("claims", []) if c["held"]]
+    return f"{len(summary['runs'])} runs on {summary['dataset']}; {len(held)}/{len(summary.get('claims', []))} of the notes' claims held"
+
+
+def _band(ax, x, values, label, color=None, log=False):
+    values = np.asarray(values, np.float64)  # (len(x), seeds)
+    mean = np.nanmean(values, axis=1)
+    lo, hi = (np.nanmin(values, axis=1), np.nanmax(values, axis=1)) if log else (mean - np.nanstd(values, axis=1), mean + np.nanstd(values, axis=1))
+    line, = ax.plot(x, mean, label=label, color=color)
+    ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
+
+
+def _figure(records, rows, depths, draw, path: Path, title: str, ylabel, log=False):
+    fig, axes = plt.subplots(len(rows), len(depths), figsize=(4.2 * len(depths), 3.2 * len(rows)), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, depth in enumerate(depths):
+            ax = axes[i][j]
+            for record in records:
+                if record["depth"] == depth and (row["init"] is None or record["init"] == row["init"]):
+                    draw(ax, record, row)
+            ax.set(title=f"depth {depth}, {row['label']}", ylabel=ylabel(row), yscale="log" if log else "linear")
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_plots(out: Path, records: list[dict], summary: dict) -> list[str]:
+    depths = sorted({r["depth"] for r in records})
+    inits = sorted({r["init"] for r in records}, key=lambda i: i != "suited")
+    if not records:
+        return []
+    target = summary["target_train_error"]
+
+    def curve(ax, record, row):
+        error = 1 - np.asarray(record["train_accuracy"], np.float64)  # (epochs, seeds)
+        _band(ax, np.arange(1, len(error) + 1), error, record["activation"])
+        ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("epoch")
+
+    _figure(records, [{"init": i, "label": f"{i} init"} for i in inits], depths, curve, out / "learning_curves.png",
+            "training error (mean ± std over seeds; dashed: target)", lambda row: "training error")
+
+    def grads(ax, record, row):
+        g = np.asarray(record["grad_norm"], np.float64)[row["epoch"]].T  # (layers, seeds)
+        _band(ax, np.arange(1, len(g) + 1), g, record["activation"], log=True)
+        ax.set_xlabel("layer (1 = first, last = output)")
+
+    _figure(records, [{"init": "suited", "label": "initialisation", "epoch": 0},
+                      {"init": "suited", "label": "after training", "epoch": -1}], depths, grads, out / "grad_norms.png",
+            "‖∂loss/∂W‖ per layer (suited init; band: min–max over seeds)", lambda row: "gradient norm", log=True)
+
+    def units(ax, record, row):
+        v = np.asarray(record[row["key"]], np.float64).mean(axis=2)  # (epochs + 1, seeds), mean over layers
+        _band(ax, np.arange(len(v)), v, record["activation"])
+        ax.set_xlabel("epoch (0 = initialisation)")
+
+    _figure(records, [{"init": "suited", "label": "saturated", "key": "saturated_fraction"},
+                      {"init": "suited", "label": "dead units", "key": "dead_fraction"}], depths, units, out / "units.png",
+            "saturated (f' < 10 % of max) and dead (never active) units, mean over layers (suited init)",
+            lambda row: "fraction")
+    return ["learning_curves.png", "grad_norms.png", "units.png"]
+
+
+def write_csvs(out: Path, records: list[dict]) -> None:
+    history, units = [], []
+    for r in records:
+        tags = {"run": r["name"], "activation": r["activation"], "depth": r["depth"], "init": r["init"]}
+        for s, seed in enumerate(r["seeds"]):
+            for e in range(len(r["train_loss"])):
+                history.append({**tags, "seed": seed, "epoch": e + 1, "train_loss": r["train_loss"][e][s],
+                                "train_accuracy": r["train_accuracy"][e][s], "val_loss": r["val_loss"][e][s],
+                                "val_accuracy": r["val_accuracy"][e][s], "epoch_seconds_all_seeds": r["seconds"][e]})
+            for e in range(len(r["grad_norm"])):
+                for layer, g in enumerate(r["grad_norm"][e][s]):
+                    hidden = layer < len(r["dead_fraction"][e][s])
+                    units.append({**tags, "seed": seed, "epoch": e, "layer": layer + 1, "grad_norm": g,
+                                  "saturated_fraction": r["saturated_fraction"][e][s][layer] if hidden else None,
+                                  "dead_fraction": r["dead_fraction"][e][s][layer] if hidden else None})
+    common.write_csv(out / "history.csv", history)
+    common.write_csv(out / "units.csv", units)
+
+
+def write_outputs(out: Path, summary: dict, records: list[dict], config: Config) -> None:
+    """CSV, plots, claims, report.md, then summary.json (validated) — written last."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csvs(out, records)
+    plots = write_plots(out, records, summary)
+    summary["claims"] = evaluate_claims(summary)
+    verdict = {True: "**held**", False: "**did not hold**", None: "not tested"}
+    text = [f"# Activation study on {summary['dataset']}{' (quick mode)' if config.quick else ''}", "",
+            f"MLPs of width {config.width} with {', '.join(config.activations)} at depths "
+            f"{', '.join(map(str, config.depths))}; {config.seeds} seeds per run trained together in one compiled "
+            f"program; {config.optimizer} (lr {config.learning_rate}), batch {config.batch_size}, {config.epochs} epochs "
+            f"on {config.train_size} training images; initialisers: {', '.join(config.inits)}. Target training error "
+            f"for the speed comparison: {config.target_train_error:.0%}. Run time {summary['seconds'] / 60:.1f} min.", "",
+            "## What the lecture notes claim, and what we found", ""]
+    text += [f"- {c['claim']}: {verdict[c['held']]} — {c['evidence']}." for c in summary["claims"]]
+    text += ["", "## Numbers (mean ± std over seeds)", "", common.markdown_table(
+        ["activation", "depth", "init", "test accuracy", "epochs → target", "s → target (per seed)",
+         "‖∇W₁‖/‖∇W_out‖ at init", "dead units", "saturated"],
+        [[r["activation"], r["depth"], r["init"], _acc(r),
+          None if r["epochs_to_target"] is None else f"{r['epochs_to_target']:.1f} ({r['seeds_reaching_target']}/{len(r['seeds'])} seeds)",
+          None if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.2f}",
+          f"{r['grad_norm_per_layer_init'][0] / r['grad_norm_per_layer_init'][-1]:.2g}" if r["grad_norm_per_layer_init"] else None,
+          f"{np.mean(r['dead_fraction_per_layer_final']):.1%}" if r["dead_fraction_per_layer_final"] else None,
+          f"{np.mean(r['saturated_fraction_per_layer_final']):.1%}" if r["saturated_fraction_per_layer_final"] else None]
+         for r in summary["runs"]])]
+    if summary["failed_runs"]:
+        text += ["", "## Failed runs", ""] + [f"- {f['name']}: `{f['error']}`" for f in summary["failed_runs"]]
+    text += ["", "Seconds to target are per seed: the epoch time of all seeds trained together divided by the "
+             "number of seeds, on a CPU shared with other work, so compare them only roughly.", "", "## Plots", ""]
+    text += [f"![{p}]({p})" for p in plots]
+    common.write_report(out, "\n".join(text))
+    common.write_summary(out, summary, SUMMARY_SCHEMA)
