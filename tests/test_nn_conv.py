@@ -10,8 +10,24 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from conftest import central_difference_grad
-from jaxnets.nn import Conv1D, Conv2D, Dense, Flatten, LayerError, LocallyConnected2D, Sequential
+from jaxnets.nn import (Activation, BatchNorm, Conv1D, Conv2D, Dense, Flatten, LayerError, LocallyConnected2D,
+                        ResidualBlock, Sequential)
 from jaxnets.nn.conv import explicit_pads
+
+def numpy_init(layer, in_shape, dtype=np.float32, seed=0):
+    """(params, state, x) with the shapes ``layer.init`` gives, filled from NumPy's RNG (random
+    initialisers cost a compilation each; these tests are about apply). Running variances stay positive."""
+    rng = np.random.default_rng(seed)
+    spec = jax.ShapeDtypeStruct(in_shape, dtype)
+    shapes = jax.eval_shape(lambda k: layer.init(k, spec), jax.random.PRNGKey(0))
+
+    def fill(path, leaf):
+        if getattr(path[-1], "key", None) == "var":
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(dtype)
+        return (0.5 * rng.standard_normal(leaf.shape)).astype(dtype)
+
+    params, state = jax.tree_util.tree_map_with_path(fill, shapes)
+    return params, state, rng.standard_normal(in_shape).astype(dtype)
 
 
 def numpy_conv(x, w, b, strides, pads, dilation, per_position=False):
@@ -115,6 +131,11 @@ LAYERS = [
     (LocallyConnected2D(3, 3), (2, 6, 6, 2), (2, 4, 4, 3)),
     (LocallyConnected2D(2, 2, strides=2, padding="SAME"), (1, 5, 5, 1), (1, 3, 3, 2)),
     (Sequential([Conv2D(4, 3, padding="SAME"), Conv2D(2, 3, strides=2), Flatten(), Dense(3)]), (2, 9, 9, 1), (2, 3)),
+    (ResidualBlock(Conv2D(3, 3, padding="SAME")), (2, 5, 5, 3), (2, 5, 5, 3)),
+    (ResidualBlock(Sequential([Conv2D(4, 3, strides=2, padding="SAME"), BatchNorm(), Activation("relu"),
+                               Conv2D(4, 3, padding="SAME")])), (2, 7, 7, 2), (2, 4, 4, 4)),
+    (ResidualBlock(Conv1D(5, 3, strides=2, padding="SAME"), activation="tanh"), (2, 9, 3), (2, 5, 5)),
+    (ResidualBlock(Dense(4), activation=None), (3, 6), (3, 4)),
 ]
 IDS = [f"{type(layer).__name__}-{i}" for i, (layer, _, _) in enumerate(LAYERS)]
 
@@ -130,8 +151,7 @@ def test_output_shape_agrees_with_apply(layer, in_shape, out_shape, key):
 
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
-    x = jax.random.normal(key, in_shape)
-    params, state = layer.init(key, x)
+    params, state, x = numpy_init(layer, in_shape)
     eager, _ = layer.apply(params, state, x)
     compiled, _ = jax.jit(layer.apply)(params, state, x)
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
@@ -141,6 +161,7 @@ GRAD_LAYERS = [
     (Conv1D(2, 3, strides=2, padding="SAME", dilation=1), (2, 7, 2)),
     (Conv2D(2, (2, 3), strides=(2, 1), padding=((1, 0), (1, 1)), dilation=(1, 2)), (1, 5, 6, 2)),
     (LocallyConnected2D(2, 2, strides=2, padding="SAME"), (1, 4, 5, 2)),
+    (ResidualBlock(Conv2D(3, 2, strides=2, padding="SAME"), activation="tanh"), (1, 3, 4, 2)),
 ]
 
 
@@ -148,10 +169,9 @@ GRAD_LAYERS = [
 def test_gradients_match_central_differences_float64(layer, in_shape, key):
     """Gradient with respect to every parameter and every input value."""
     with jax.enable_x64(True):
-        x = jax.random.normal(key, in_shape, jnp.float64)
-        params, state = layer.init(key, x)
+        params, state, x = numpy_init(layer, in_shape, np.float64)
         flat, unravel = ravel_pytree((params, x))
-        target = jax.random.normal(jax.random.PRNGKey(1), layer.output_shape(in_shape), jnp.float64)
+        target = np.random.default_rng(1).standard_normal(layer.output_shape(in_shape))
 
         @jax.jit
         def loss(v):
@@ -169,6 +189,53 @@ def test_float64_inputs_give_float64_params_and_outputs(key):
             params, state = layer.init(key, x)
             assert all(p.dtype == jnp.float64 for p in jax.tree_util.tree_leaves(params))
             assert layer.apply(params, state, x)[0].dtype == jnp.float64
+
+
+# ---- residual block -------------------------------------------------------------------------
+
+def test_residual_identity_and_projection_against_numpy(key):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    same = ResidualBlock(Conv2D(3, 3, padding="SAME"))
+    params, _ = same.init(key, x)
+    assert set(params) == {"body"}  # identity shortcut: nothing to learn
+    body = numpy_conv(x, np.asarray(params["body"]["w"]), np.asarray(params["body"]["b"]), (1, 1), ((1, 1), (1, 1)), (1, 1))
+    np.testing.assert_allclose(same.apply(params, {}, x)[0], relu(body + x), rtol=1e-5, atol=1e-5)
+
+    down = ResidualBlock(Conv2D(5, 3, strides=2, padding="SAME"))  # 7×6×3 → 4×3×5: 1×1 projection, stride 2
+    params, _ = down.init(key, x)
+    w, b = np.asarray(params["shortcut"]["w"]), np.asarray(params["shortcut"]["b"])
+    assert w.shape == (1, 1, 3, 5)
+    pads = down.body.pads(x.shape)
+    body = numpy_conv(x, np.asarray(params["body"]["w"]), np.asarray(params["body"]["b"]), (2, 2), pads, (1, 1))
+    skip = numpy_conv(x, w, b, (2, 2), ((0, 0), (0, 0)), (1, 1))
+    np.testing.assert_allclose(down.apply(params, {}, x)[0], relu(body + skip), rtol=1e-5, atol=1e-5)
+
+
+def test_residual_with_a_shortcut_layer_carries_its_state(key):
+    block = ResidualBlock(Sequential([Conv2D(4, 3, strides=2, padding="SAME"), BatchNorm()]),
+                          shortcut=Sequential([Conv2D(4, 1, strides=2, use_bias=False), BatchNorm()]))
+    params, state = block.init(key, (2, 8, 8, 2))
+    assert set(state) == {"body", "shortcut"} and set(state["shortcut"]) == {"batchnorm1"}
+    x = jax.random.normal(key, (2, 8, 8, 2))
+    y, new_state = block.apply(params, state, x, train=True)
+    assert y.shape == (2, 4, 4, 4) and float(jnp.min(y)) >= 0.0
+    assert not np.allclose(new_state["shortcut"]["batchnorm1"]["mean"], 0.0)
+
+
+def test_residual_bad_shortcuts_are_explained(key):
+    with pytest.raises(LayerError, match=r"identity shortcut needs the body to keep the shape, but it maps "
+                                         r"\(1, 6, 6, 2\) to \(1, 6, 6, 4\)"):
+        ResidualBlock(Conv2D(4, 3, padding="SAME"), shortcut="identity").output_shape((1, 6, 6, 2))
+    with pytest.raises(LayerError, match=r"no 1×1 projection with a stride maps \(1, 6, 6, 2\) onto the body's "
+                                         r"output \(1, 8\)"):
+        ResidualBlock(Sequential([Flatten(), Dense(8)])).init(key, (1, 6, 6, 2))
+    model = Sequential([("block1", ResidualBlock(Sequential([Conv2D(4, 3), Conv2D(4, 9)])))])
+    with pytest.raises(LayerError, match=r"layer 'block1/body/conv2' \(Conv2D\): kernel 9×9 is larger"):
+        model.init(key, (1, 8, 8, 1))
+    with pytest.raises(ValueError, match="shortcut must be a Layer or one of"):
+        ResidualBlock(Conv2D(2, 1), shortcut="conv")
 
 
 # ---- bad input ---------------------------------------------------------------------------

@@ -10,6 +10,21 @@ from jax.flatten_util import ravel_pytree
 from conftest import central_difference_grad
 from jaxnets.nn import BatchNorm, Conv2D, Dense, Dropout, LayerError, LayerNorm, Sequential
 
+def numpy_init(layer, in_shape, dtype=np.float32, seed=0):
+    """(params, state, x) with the shapes ``layer.init`` gives, filled from NumPy's RNG (random
+    initialisers cost a compilation each; these tests are about apply). Running variances stay positive."""
+    rng = np.random.default_rng(seed)
+    spec = jax.ShapeDtypeStruct(in_shape, dtype)
+    shapes = jax.eval_shape(lambda k: layer.init(k, spec), jax.random.PRNGKey(0))
+
+    def fill(path, leaf):
+        if getattr(path[-1], "key", None) == "var":
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(dtype)
+        return (0.5 * rng.standard_normal(leaf.shape)).astype(dtype)
+
+    params, state = jax.tree_util.tree_map_with_path(fill, shapes)
+    return params, state, rng.standard_normal(in_shape).astype(dtype)
+
 
 def random_affine(params, seed=0):
     rng = np.random.default_rng(seed)
@@ -146,8 +161,7 @@ def test_output_shape_agrees_with_apply(layer, in_shape, out_shape, train, key):
 
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
-    x = jax.random.normal(key, in_shape)
-    params, state = layer.init(key, x)
+    params, state, x = numpy_init(layer, in_shape)
     for train in (False, True):
         eager = layer.apply(params, state, x, key=key, train=train)
         compiled = jax.jit(lambda p, s, x, k: layer.apply(p, s, x, key=k, train=train))(params, state, x, key)
@@ -167,15 +181,12 @@ GRAD_CASES = [
 @pytest.mark.parametrize("layer,in_shape,train", GRAD_CASES,
                          ids=[f"{type(l).__name__}-{'train' if t else 'eval'}-{len(s)}d" for l, s, t in GRAD_CASES])
 def test_gradients_match_central_differences_float64(layer, in_shape, train, key):
-    """Gradient with respect to params and input (in training BatchNorm couples the whole batch)."""
+    """Gradient with respect to params and input (in training BatchNorm couples the whole batch;
+    in evaluation it uses random running statistics)."""
     with jax.enable_x64(True):
-        x = jax.random.normal(key, in_shape, jnp.float64)
-        params, state = layer.init(key, x)
-        if state:  # non-trivial running statistics for the evaluation case
-            state = {"mean": jnp.linspace(-0.5, 0.5, in_shape[-1]), "var": jnp.linspace(0.5, 2.0, in_shape[-1])}
-        params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(key, p.shape, p.dtype), params)
+        params, state, x = numpy_init(layer, in_shape, np.float64)
         flat, unravel = ravel_pytree((params, x))
-        target = jax.random.normal(jax.random.PRNGKey(1), in_shape, jnp.float64)
+        target = np.random.default_rng(1).standard_normal(layer.output_shape(in_shape))
         dropout_key = jax.random.PRNGKey(7)
 
         @jax.jit

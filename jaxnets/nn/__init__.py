@@ -18,3 +18,6 @@ from jaxnets.nn.pool import MaxPool2D as MaxPool2D
 from jaxnets.nn.dropout import Dropout as Dropout
 from jaxnets.nn.norm import BatchNorm as BatchNorm
 from jaxnets.nn.norm import LayerNorm as LayerNorm
+from jaxnets.nn.attention import MultiHeadAttention as MultiHeadAttention
+from jaxnets.nn.attention import PatchEmbedding as PatchEmbedding
+from jaxnets.nn.residual import ResidualBlock as ResidualBlock
