@@ -259,7 +259,8 @@ def child(name: str, examples: int | None, cache_dir: str | None) -> None:
     print(json.dumps({"name": name, "first": common.timed(run)}))
 
 
-def cold_first_epochs(names, runs: int, examples: int | None, quiet: float | None) -> dict[str, list[float]]:
+def cold_first_epochs(names, runs: int, examples: int | None, quiet: float | None,
+                      quiet_timeout: float = 30.0) -> dict[str, list[float]]:
     """``runs`` cold first epochs per entry of ``names`` ("flax", or "flax+cache" for a warm
     persistent compilation cache filled by an untimed run), each in a fresh process, round-robin."""
     import tempfile
@@ -280,7 +281,7 @@ def cold_first_epochs(names, runs: int, examples: int | None, quiet: float | Non
         for r in range(runs):
             for entry in names[r % len(names):] + names[:r % len(names)]:
                 if quiet is not None:
-                    common.wait_for_quiet(quiet, 30.0)
+                    common.wait_for_quiet(quiet, quiet_timeout)
                 results[entry].append(spawn(entry))
     return results
 
@@ -299,6 +300,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", action="store_true", help="also time the engine prototypes (mlp_variants.py)")
     parser.add_argument("--quiet", type=float, default=0.3,
                         help="before each round wait (≤ 60 s) until other processes use < this CPU fraction; <0: never")
+    parser.add_argument("--quiet-timeout", type=float, default=60.0, help="longest wait for quiet before a round (s)")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
@@ -326,11 +328,11 @@ def main(argv=None) -> dict:
     (jnp.zeros(()) + 1).block_until_ready()
 
     factories = dict(FACTORIES)
-    if args.variants:
+    if args.variants or any(n.startswith("v-") for n in names):
         from benchmarks import mlp_variants
 
         factories.update(mlp_variants.FACTORIES)
-        names += list(mlp_variants.FACTORIES)
+        names += [n for n in mlp_variants.FACTORIES if args.variants and n not in names]
     runners, first, last = {}, {}, {}
     for name in names:  # first epoch, compilation included, in this process
         started = time.perf_counter()
@@ -347,10 +349,12 @@ def main(argv=None) -> dict:
             last[name] = runners[name]()
         return run
 
-    steady = common.interleaved({n: remember(n) for n in names}, repeats, on_round=show, quiet=quiet)
+    steady = common.interleaved({n: remember(n) for n in names}, repeats, on_round=show, quiet=quiet,
+                                 quiet_timeout=args.quiet_timeout)
     peak = max(common.matmul_peak(1024 if quick else 4096, 3 if quick else 5) for _ in range(1 if quick else 2))
     cold = cold_first_epochs([n for n in names if n in FACTORIES] + [n + "+cache" for n in ("jaxnets-scan", "flax")
-                                                                      if n in names], cold_runs, examples, quiet) if cold_runs else {}
+                                                                      if n in names], cold_runs, examples, quiet,
+                             args.quiet_timeout) if cold_runs else {}
 
     rows = []
     for name in names + [n for n in cold if n not in names]:
