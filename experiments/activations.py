@@ -51,6 +51,7 @@ __all__ = ["Config", "run", "run_short_study", "format_table", "headline", "SUMM
 ALL_ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "leaky_relu", "softplus")
 SATURATED_SLOPE = 0.1  # a unit is saturated on an example where f'(z) < 10 % of f's largest slope
 DEAD_SLOPE = 1e-3  # and dead where f'(z) < 0.1 % of it on every probe example (no gradient passes)
+RECTIFIERS = ("relu", "leaky_relu")  # f' is 0 (or tiny) for z < 0: "inactive", shown as dead units, not saturation
 
 
 @dataclasses.dataclass
@@ -362,7 +363,7 @@ def evaluate_claims(summary: dict) -> list[dict]:
         f"initialisation, depth {deepest})", [ratios["sigmoid"] < 0.1 if "sigmoid" in ratios else None],
         [f"{k}: first/output = {v:.2g}" for k, v in ratios.items()])
 
-    saturated = {a: np.mean(r["saturated_fraction_per_layer_final"]) for a in ("sigmoid", "tanh", "relu")
+    saturated = {a: np.mean(r["saturated_fraction_per_layer_final"]) for a in ("sigmoid", "tanh", "elu", "softplus")
                  if (r := _get(runs, a, deepest)) and r["saturated_fraction_per_layer_final"]}
     add(f"sigmoid units saturate (≥ 10 % of unit-example pairs with f' < 10 % of its maximum after training, depth "
         f"{deepest})", [saturated["sigmoid"] >= 0.1 if "sigmoid" in saturated else None],
@@ -387,6 +388,10 @@ def evaluate_claims(summary: dict) -> list[dict]:
     return claims
 
 
+def _pct(values: list) -> str:
+    return f"{np.mean(values):.1%}" if values else "–"
+
+
 def format_table(summary: dict) -> str:
     """A compact console table: one line per run."""
     lines = [f"{'run':<24} {'test accuracy':>13} {'→target':>8} {'s→target':>8} {'∇1/∇out':>8} {'dead':>6} {'sat.':>6}"]
@@ -396,8 +401,8 @@ def format_table(summary: dict) -> str:
                      f"{'–' if r['epochs_to_target'] is None else format(r['epochs_to_target'], '.1f'):>8} "
                      f"{'–' if r['seconds_to_target'] is None else format(r['seconds_to_target'], '.1f'):>8} "
                      f"{grads[0] / grads[-1] if grads else float('nan'):>8.2g} "
-                     f"{np.mean(r['dead_fraction_per_layer_final'] or [np.nan]):>6.1%} "
-                     f"{np.mean(r['saturated_fraction_per_layer_final'] or [np.nan]):>6.1%}")
+                     f"{_pct(r['dead_fraction_per_layer_final']):>6} "
+                     f"{'–' if r['activation'] in RECTIFIERS else _pct(r['saturated_fraction_per_layer_final']):>6}")
     lines += [f"FAILED {f['name']}: {f['error']}" for f in summary["failed_runs"]]
     return "\n".join(lines)
 
@@ -459,13 +464,16 @@ def write_plots(out: Path, records: list[dict], summary: dict) -> list[str]:
             "‖∂loss/∂W‖ per layer (suited init; band: min–max over seeds)", lambda row: "gradient norm", log=True)
 
     def units(ax, record, row):
+        if row["key"] == "saturated_fraction" and record["activation"] in RECTIFIERS:
+            return  # their flat side is "inactive" (see dead units), not saturation
         v = np.asarray(record[row["key"]], np.float64).mean(axis=2)  # (epochs + 1, seeds), mean over layers
         _band(ax, np.arange(len(v)), v, record["activation"])
         ax.set_xlabel("epoch (0 = initialisation)")
 
     _figure(records, [{"init": "suited", "label": "saturated", "key": "saturated_fraction"},
                       {"init": "suited", "label": "dead units", "key": "dead_fraction"}], depths, units, out / "units.png",
-            "saturated (f' < 10 % of max) and dead (never active) units, mean over layers (suited init)",
+            "saturated units (f' < 10 % of max; not shown for ReLU/leaky ReLU) and dead units (never active), "
+            "mean over layers (suited init)",
             lambda row: "fraction")
     return ["learning_curves.png", "grad_norms.png", "units.png"]
 
@@ -512,7 +520,8 @@ def write_outputs(out: Path, summary: dict, records: list[dict], config: Config)
           None if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.2f}",
           f"{r['grad_norm_per_layer_init'][0] / r['grad_norm_per_layer_init'][-1]:.2g}" if r["grad_norm_per_layer_init"] else None,
           f"{np.mean(r['dead_fraction_per_layer_final']):.1%}" if r["dead_fraction_per_layer_final"] else None,
-          f"{np.mean(r['saturated_fraction_per_layer_final']):.1%}" if r["saturated_fraction_per_layer_final"] else None]
+          f"{np.mean(r['saturated_fraction_per_layer_final']):.1%}"
+          if r["saturated_fraction_per_layer_final"] and r["activation"] not in RECTIFIERS else None]
          for r in summary["runs"]])]
     if summary["failed_runs"]:
         text += ["", "## Failed runs", ""] + [f"- {f['name']}: `{f['error']}`" for f in summary["failed_runs"]]

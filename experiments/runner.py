@@ -46,14 +46,19 @@ def output_root(args: argparse.Namespace) -> Path:
     return Path(args.out) if args.out else Path("results")
 
 
-def make_config(module, name: str, args: argparse.Namespace):
+def make_config(module, name: str, args: argparse.Namespace, *, strict: bool = True):
+    """The experiment's Config from the command line. An option the experiment lacks is an error
+    (``strict``, one experiment) or is skipped with a note (``all``)."""
     fields = {f.name for f in dataclasses.fields(module.Config)}
     values = {"quick": args.quick, "out": output_root(args) / name}
     for option in ("dataset", "seeds"):
         value = getattr(args, option)
         if value is not None:
             if option not in fields:
-                raise ValueError(f"experiment {name!r} has no --{option} option")
+                if strict:
+                    raise ValueError(f"experiment {name!r} has no --{option} option")
+                print(f"{name}: ignoring --{option} (not an option of this experiment)")
+                continue
             values[option] = value
     return module.Config(**{k: v for k, v in values.items() if k in fields})
 
@@ -69,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_experiment(name: str, args: argparse.Namespace) -> dict:
+def run_experiment(name: str, args: argparse.Namespace, *, strict: bool = True) -> dict:
     """Runs one experiment (or reports it finished) and returns a status record:
     ``{"name", "status": "ok" | "skipped" | "failed", "seconds", "out", "summary", "error"}``."""
     started = time.perf_counter()
@@ -77,7 +82,7 @@ def run_experiment(name: str, args: argparse.Namespace) -> dict:
               "headline": ""}
     try:
         module = load_experiment(name)
-        config = make_config(module, name, args)
+        config = make_config(module, name, args, strict=strict)
         record["out"] = out = Path(config.out)
         if args.force:
             common.clear_outputs(out)
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
     records = []
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}", flush=True)
-        records.append(run_experiment(name, args))
+        records.append(run_experiment(name, args, strict=False))
     index = write_index(output_root(args), records, args.quick)
     for r in records:
         print(f"{r['name']:<14} {r['status']:<8} {r['seconds']:7.0f} s  {r['error'] or r['headline']}")

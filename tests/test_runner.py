@@ -184,6 +184,9 @@ def test_unknown_experiment_lists_the_known_ones(capsys):
         runner.load_experiment("nosuch")
 
 
-def test_options_an_experiment_lacks_are_refused(fakes, tmp_path, capsys):
+def test_options_an_experiment_lacks_are_refused_alone_and_skipped_in_all(fakes, tmp_path, capsys):
     assert runner.main(["good", "--dataset", "digits", "--out", str(tmp_path)]) == 1
     assert "has no --dataset option" in capsys.readouterr().err
+    assert runner.main(["all", "--dataset", "digits", "--out", str(tmp_path)]) == 1  # bad and missing fail
+    assert "good: ignoring --dataset" in capsys.readouterr().out
+    assert ("fake_good", False, 2) in fakes
