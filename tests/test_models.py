@@ -1,0 +1,120 @@
+"""The model zoo: output shapes (hand-computed), parameter counts of the classic networks, the
+im2col convolution and reshape max-pool against lax/NumPy references, engines, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import central_difference_grad
+from jaxnets import models, nn, zoo
+
+
+def count(model, shape):
+    params, _ = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), shape))
+    return sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params))
+
+
+MODELS = [  # (model, input shape, output shape, parameter count)
+    (models.lenet5("1998"), (2, 32, 32, 1), (2, 10), 61_706),
+    (models.lenet5("modern"), (2, 28, 28, 1), (2, 10), 61_706),
+    (models.lenet5("modern", conv="xla"), (2, 28, 28, 1), (2, 10), 61_706),
+    (models.resnet(), (2, 28, 28, 1), (2, 10), None),
+    (models.vit(), (2, 28, 28, 1), (2, 10), None),
+]
+
+
+@pytest.mark.parametrize("model,in_shape,out_shape,n_params", MODELS, ids=lambda v: getattr(v, "name", None))
+def test_forward_shapes_and_counts(model, in_shape, out_shape, n_params, key):
+    x = jax.random.normal(key, in_shape)
+    params, state = model.init(key, x)
+    y, new_state = model.apply(params, state, x, key=key, train=True)
+    assert y.shape == out_shape == model.output_shape(in_shape)
+    assert np.all(np.isfinite(y))
+    assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+    if n_params is not None:
+        assert count(model, in_shape) == n_params
+
+
+def test_classic_parameter_counts():
+    assert count(models.alexnet(), (1, 227, 227, 3)) == 62_378_344  # Krizhevsky et al., one tower
+    assert count(models.vgg(16), (1, 224, 224, 3)) == 138_357_544  # Simonyan & Zisserman, VGG-16
+    assert count(models.vgg(11), (1, 224, 224, 3)) == 132_863_336
+    assert models.alexnet().output_shape((1, 227, 227, 3)) == (1, 1000)
+
+
+def test_lenet_variants_use_the_notes_layers():
+    old = models.lenet5("1998")
+    assert [n for n, _ in old.layers if not n.endswith(("_tanh", "flatten"))] == ["C1", "S2", "C3", "S4", "F5", "F6", "output"]
+    assert isinstance(old["S2"], nn.AvgPool2D) and old["C1_tanh"].name == "tanh"
+    modern = models.lenet5("modern")
+    assert isinstance(modern["maxpool1"], nn.MaxPool2D) and modern["relu1"].name == "relu"
+
+
+def test_resnet_has_batch_norm_state_that_updates_in_training(key):
+    model = models.resnet()
+    x = jax.random.normal(key, (4, 28, 28, 1))
+    params, state = model.init(key, x)
+    assert state["stage2_block1"]["shortcut"]["batchnorm1"]["mean"].shape == (32,)
+    _, new_state = model.apply(params, state, x, train=True)
+    _, eval_state = model.apply(params, state, x, train=False)
+    assert not np.allclose(new_state["stem"]["batchnorm1"]["mean"], state["stem"]["batchnorm1"]["mean"])
+    np.testing.assert_array_equal(eval_state["stem"]["batchnorm1"]["mean"], state["stem"]["batchnorm1"]["mean"])
+
+
+CONV_CASES = [  # (input shape, kernel (kh, kw, c, f), strides, padding, dilation)
+    ((2, 9, 8, 3), (3, 3, 3, 4), 1, "SAME", 1),
+    ((2, 9, 8, 3), (3, 2, 3, 4), (2, 1), "VALID", 1),
+    ((1, 10, 11, 2), (3, 3, 2, 5), 2, ((1, 2), (0, 1)), (2, 1)),
+    ((3, 7, 7, 1), (5, 5, 1, 6), 1, 2, 1),
+    ((2, 6, 6, 4), (1, 1, 4, 3), 2, "SAME", 1),
+]
+
+
+@pytest.mark.parametrize("in_shape,kernel,strides,padding,dilation", CONV_CASES)
+def test_im2col_conv_equals_lax_conv(in_shape, kernel, strides, padding, dilation, key):
+    fast = zoo.Im2ColConv2D(kernel[-1], kernel[:2], strides=strides, padding=padding, dilation=dilation)
+    plain = nn.Conv2D(kernel[-1], kernel[:2], strides=strides, padding=padding, dilation=dilation)
+    x = jax.random.normal(key, in_shape)
+    params, state = plain.init(key, x)
+    expected, _ = plain.apply(params, state, x)
+    got, _ = fast.apply(params, state, x)
+    assert got.shape == fast.output_shape(in_shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_im2col_conv_gradient_matches_central_differences(key):
+    with jax.enable_x64(True):
+        layer = zoo.Im2ColConv2D(2, 3, strides=2, padding="SAME", dilation=1)
+        x = np.asarray(jax.random.normal(key, (1, 5, 4, 2), jnp.float64))
+        params, _ = layer.init(key, x)
+        w = np.asarray(params["w"])
+        f = lambda w_: jnp.sum(jnp.sin(layer.apply({"w": w_, "b": params["b"]}, {}, x)[0]))
+        g = jax.grad(f)(jnp.asarray(w))
+        np.testing.assert_allclose(g, central_difference_grad(f, w), rtol=1e-6, atol=1e-8)
+        fx = lambda x_: jnp.sum(jnp.sin(layer.apply(params, {}, x_)[0]))
+        np.testing.assert_allclose(jax.grad(fx)(jnp.asarray(x)), central_difference_grad(fx, x), rtol=1e-6, atol=1e-8)
+
+
+def test_reshape_max_pool_equals_numpy(key):
+    x = np.asarray(jax.random.normal(key, (2, 7, 6, 3)))
+    y, _ = zoo.ReshapeMaxPool2D(2).apply({}, {}, x)
+    expected = np.array([[[[x[n, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c].max() for c in range(3)] for j in range(3)]
+                          for i in range(3)] for n in range(2)])
+    np.testing.assert_array_equal(y, expected)
+    overlapping, _ = zoo.ReshapeMaxPool2D(3, strides=2).apply({}, {}, x)  # falls back to reduce_window
+    reference, _ = nn.MaxPool2D(3, strides=2).apply({}, {}, x)
+    np.testing.assert_array_equal(overlapping, reference)
+
+
+def test_preferred_engine_and_bad_arguments():
+    assert models.lenet5().preferred_engine("cpu") == "scan"
+    assert models.lenet5(conv="xla").preferred_engine("cpu") == "step"
+    with pytest.raises(ValueError, match="variant"):
+        models.lenet5("1989")
+    with pytest.raises(ValueError, match="conv implementation"):
+        models.lenet5(conv="fft")
+    with pytest.raises(ValueError, match="depth"):
+        models.vgg(17)
+    with pytest.raises(nn.LayerError, match="C1.*channel|C1.*larger"):
+        models.lenet5("1998").init(jax.random.PRNGKey(0), (1, 4, 4, 1))
