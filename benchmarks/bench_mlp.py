@@ -335,6 +335,8 @@ def main(argv=None) -> dict:
         names += [n for n in mlp_variants.FACTORIES if args.variants and n not in names]
     runners, first, last = {}, {}, {}
     for name in names:  # first epoch, compilation included, in this process
+        if quiet is not None:
+            common.wait_for_quiet(quiet, args.quiet_timeout)
         started = time.perf_counter()
         runners[name] = factories[name](x, y)
         setup = time.perf_counter() - started
@@ -350,8 +352,12 @@ def main(argv=None) -> dict:
         return run
 
     steady = common.interleaved({n: remember(n) for n in names}, repeats, on_round=show, quiet=quiet,
-                                 quiet_timeout=args.quiet_timeout)
-    peak = max(common.matmul_peak(1024 if quick else 4096, 3 if quick else 5) for _ in range(1 if quick else 2))
+                                 quiet_timeout=args.quiet_timeout, quiet_each_call=True)
+    peak = 0.0
+    for _ in range(1 if quick else 2):
+        if quiet is not None:
+            common.wait_for_quiet(quiet, args.quiet_timeout)
+        peak = max(peak, common.matmul_peak(1024 if quick else 4096, 3 if quick else 5))
     cold = cold_first_epochs([n for n in names if n in FACTORIES] + [n + "+cache" for n in ("jaxnets-scan", "flax")
                                                                       if n in names], cold_runs, examples, quiet,
                              args.quiet_timeout) if cold_runs else {}

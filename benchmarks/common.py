@@ -68,23 +68,27 @@ def wait_for_quiet(max_busy: float = 0.25, timeout: float = 60.0, interval: floa
 
 def interleaved(runners: Mapping[str, Callable[[], object]], repeats: int,
                 on_round: Callable[[int, dict[str, float]], None] | None = None,
-                quiet: float | None = None, quiet_timeout: float = 60.0) -> dict[str, list[float]]:
+                quiet: float | None = None, quiet_timeout: float = 60.0,
+                quiet_each_call: bool = False) -> dict[str, list[float]]:
     """Runs every runner once per round, ``repeats`` rounds, in round-robin order (the order
     rotates each round so no implementation always follows the same one).
 
     Each runner must block until its work is done (``block_until_ready``). Returns
     ``{name: [seconds per round]}``. ``on_round(round, {name: seconds})`` is called after each round.
-    With ``quiet`` (a busy fraction, e.g. 0.25) each round first waits up to ``quiet_timeout``
-    seconds for other processes to leave the CPUs that idle (see :func:`wait_for_quiet`).
+    With ``quiet`` (a busy fraction, e.g. 0.25) each round (each timed call with
+    ``quiet_each_call``) first waits up to ``quiet_timeout`` seconds for other processes to leave
+    the CPUs that idle (see :func:`wait_for_quiet`).
     """
     names = list(runners)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        if quiet is not None:
+        if quiet is not None and not quiet_each_call:
             wait_for_quiet(quiet, quiet_timeout)
         shift = r % len(names)
         this_round = {}
         for name in names[shift:] + names[:shift]:
+            if quiet is not None and quiet_each_call:
+                wait_for_quiet(quiet, quiet_timeout)
             this_round[name] = timed(runners[name])
             times[name].append(this_round[name])
         if on_round is not None:
