@@ -9,26 +9,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from conftest import central_difference_grad
+from conftest import central_difference_grad, numpy_init
 from jaxnets.nn import (Activation, BatchNorm, Conv1D, Conv2D, Dense, Flatten, LayerError, LocallyConnected2D,
                         ResidualBlock, Sequential)
 from jaxnets.nn.conv import explicit_pads
-
-def numpy_init(layer, in_shape, dtype=np.float32, seed=0):
-    """(params, state, x) with the shapes ``layer.init`` gives, filled from NumPy's RNG (random
-    initialisers cost a compilation each; these tests are about apply). Running variances stay positive."""
-    rng = np.random.default_rng(seed)
-    spec = jax.ShapeDtypeStruct(in_shape, dtype)
-    shapes = jax.eval_shape(lambda k: layer.init(k, spec), jax.random.PRNGKey(0))
-
-    def fill(path, leaf):
-        if getattr(path[-1], "key", None) == "var":
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(dtype)
-        return (0.5 * rng.standard_normal(leaf.shape)).astype(dtype)
-
-    params, state = jax.tree_util.tree_map_with_path(fill, shapes)
-    return params, state, rng.standard_normal(in_shape).astype(dtype)
-
 
 def numpy_conv(x, w, b, strides, pads, dilation, per_position=False):
     """Direct loop: y[n, o..., f] = b + sum over kernel offsets k and channels c of

@@ -8,25 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import central_difference_grad
+from conftest import central_difference_grad, numpy_init
 from jaxnets.nn import (AvgPool1D, AvgPool2D, Conv2D, GlobalAvgPool, LayerError, MaxPool1D, MaxPool2D,
                         Sequential)
-
-def numpy_init(layer, in_shape, dtype=np.float32, seed=0):
-    """(params, state, x) with the shapes ``layer.init`` gives, filled from NumPy's RNG (random
-    initialisers cost a compilation each; these tests are about apply). Running variances stay positive."""
-    rng = np.random.default_rng(seed)
-    spec = jax.ShapeDtypeStruct(in_shape, dtype)
-    shapes = jax.eval_shape(lambda k: layer.init(k, spec), jax.random.PRNGKey(0))
-
-    def fill(path, leaf):
-        if getattr(path[-1], "key", None) == "var":
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(dtype)
-        return (0.5 * rng.standard_normal(leaf.shape)).astype(dtype)
-
-    params, state = jax.tree_util.tree_map_with_path(fill, shapes)
-    return params, state, rng.standard_normal(in_shape).astype(dtype)
-
 
 def numpy_pool(x, window, strides, pads, kind, count_include_pad=True):
     """Direct loop over output positions; padded cells are −∞ for max and 0 for the average."""
