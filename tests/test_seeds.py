@@ -96,17 +96,17 @@ def test_metrics_fn_and_vmapped_evaluation_match_per_run_values():
     params = stack_trees([p for p, _ in inits])
     state = stack_trees([s for _, s in inits])
 
-    def metrics(p, s):
-        return {"w_norms": jnp.stack([jnp.linalg.norm(p[f"dense{i}"]["w"]) for i in (1, 2, 3)])}
+    def metrics(p, s, scale):
+        return {"w_norms": scale * jnp.stack([jnp.linalg.norm(p[f"dense{i}"]["w"]) for i in (1, 2, 3)])}
 
     result = fit_seeds(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2),
-                       epochs=2, batch_size=32, keys=keys, metrics_fn=metrics, progress=False)
+                       epochs=2, batch_size=32, keys=keys, metrics_fn=metrics, metrics_data=(jnp.float32(2.0),), progress=False)
     assert result.history["w_norms"].shape == (2, len(SEEDS), 3)
     losses_, accuracies = make_evaluate_runs_fn(model, "cross_entropy")(result.params, result.state, x, y)
     evaluate = make_evaluate_fn(model, "cross_entropy")
     for i in range(len(SEEDS)):
         p = unstack_tree(result.params, i)
-        np.testing.assert_allclose(result.history["w_norms"][-1, i], metrics(p, None)["w_norms"], rtol=1e-5)
+        np.testing.assert_allclose(result.history["w_norms"][-1, i], metrics(p, None, 2.0)["w_norms"], rtol=1e-5)
         loss_i, accuracy_i = evaluate(p, unstack_tree(result.state, i), x, y)
         np.testing.assert_allclose([losses_[i], accuracies[i]], [loss_i, accuracy_i], rtol=1e-5)
 
