@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 

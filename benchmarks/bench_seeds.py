@@ -36,7 +36,7 @@ from flax.training import train_state
 
 import jaxnets as jn
 from jaxnets import data, models, optim
-from jaxnets.seeds import fit_seeds, init_runs, seed_keys, stack_trees
+from jaxnets.seeds import fit_seeds, init_runs, seed_keys
 
 
 class FlaxMLP(fnn.Module):

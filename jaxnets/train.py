@@ -4,25 +4,21 @@
 * :func:`value_and_grad_fn`, :func:`per_example_loss_fn`, :func:`per_example_grad_fn` —
   ``jit``-compiled factories (the per-example ones through ``vmap``).
 * :func:`make_epoch_fn` — one training epoch as one pure function: shuffle, then
-  ``lax.scan`` over minibatches. It can be ``vmap``-ped over seeds.
-* :func:`fit` — the Python loop over epochs: progress bar, history, validation, early
-  stopping, learning-rate annealing, checkpoints and resume, non-finite checks.
+  ``lax.scan`` over minibatches. It can be ``vmap``-ped over seeds (:mod:`jaxnets.seeds`).
+* :func:`make_evaluate_fn` — loss and accuracy over a whole set, in batches, as one call.
+
+The Python loop over epochs (``fit``) lives in :mod:`jaxnets.loop`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jaxnets import checkpoint as ckpt
 from jaxnets.losses import correct, get_loss, l1_penalty, l2_penalty
-from jaxnets.optim import ReduceOnPlateau, current_learning_rate
 
 Array = jax.Array
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")

@@ -14,14 +14,14 @@ and a max instead of ``reduce_window``. The zoo's models use them by default (``
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxnets import nn
-from jaxnets.nn.core import Layer, _broadcast_last
+from jaxnets.nn.core import _broadcast_last
 
 CONV_IMPLEMENTATIONS = ("im2col", "xla")
 

@@ -4,7 +4,6 @@ schedules and the scaling rule give the values their definitions say."""
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
