@@ -52,14 +52,15 @@ def default_tolerance(dtype: Any) -> float:
 
 
 def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "central", eps: float | None = None,
-                         chunk_size: int = DEFAULT_CHUNK_SIZE) -> Callable[[PyTree], PyTree]:
-    """A jitted ``grad(params) -> pytree like params``: finite differences of the scalar
+                         chunk_size: int = DEFAULT_CHUNK_SIZE) -> Callable[..., PyTree]:
+    """A jitted ``grad(params, eps=None) -> pytree like params``: finite differences of the scalar
     ``loss(params)`` in every coordinate of every leaf (absolute step ``eps``, default
-    :func:`default_epsilon` of the params' dtype).
+    :func:`default_epsilon` of the params' dtype). The step is an argument of the compiled
+    function: an ε sweep compiles once.
 
     central: (f(θ + εeᵢ) − f(θ − εeᵢ)) / (2ε), 2P evaluations; forward: (f(θ + εeᵢ) − f(θ)) / ε,
     P + 1. The divisor is the step actually taken in floating point. ``chunk_size``
-    evaluations of each sign run together under ``vmap``; memory ∝ chunk_size · P.
+    evaluations of each sign run together under ``vmap``; memory ∝ chunk_size · (largest leaf size).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
@@ -67,14 +68,14 @@ def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "cent
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
 
     @jax.jit
-    def grad(params: PyTree) -> PyTree:
+    def compiled(params: PyTree, steps: Array) -> PyTree:  # steps: (num_leaves,)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         base = loss(params) if method == "forward" else None
         slopes = []
         for k, leaf in enumerate(leaves):  # one leaf at a time: the others stay unbatched under vmap
             flat = leaf.reshape(-1)  # (n,)
             size = flat.shape[0]
-            step = default_epsilon(flat.dtype, method) if eps is None else eps
+            step = steps[k].astype(flat.dtype)
             chunk = min(chunk_size, size)
             num_chunks = -(-size // chunk)
             # (num_chunks, chunk) coordinate indices; the padding repeats the last one and is dropped below
@@ -87,12 +88,13 @@ def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "cent
 
             def chunk_slopes(idx, flat=flat, step=step, value_at=value_at):  # idx: (chunk,) → (chunk,)
                 if method == "central":  # both signs in one vmap: (2·chunk,) evaluations
-                    signed = jnp.concatenate([jnp.full(idx.shape, step, flat.dtype), jnp.full(idx.shape, -step, flat.dtype)])
+                    signed = jnp.concatenate([jnp.full(idx.shape, 1, flat.dtype), jnp.full(idx.shape, -1, flat.dtype)])
+                    signed = step * signed  # (2·chunk,): +ε then −ε
                     values = jax.vmap(value_at)(jnp.concatenate([idx, idx]), signed)
                     up, down = values[:idx.shape[0]], values[idx.shape[0]:]
                     taken = (flat[idx] + step) - (flat[idx] - step)  # the step actually taken
                 else:
-                    up = jax.vmap(value_at)(idx, jnp.full(idx.shape, step, flat.dtype))
+                    up = jax.vmap(value_at)(idx, step * jnp.ones(idx.shape, flat.dtype))
                     down = jnp.broadcast_to(base, up.shape)
                     taken = (flat[idx] + step) - flat[idx]
                 return (up - down) / taken
@@ -100,6 +102,11 @@ def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "cent
             leaf_slopes = jax.lax.map(chunk_slopes, indices).reshape(-1)[:size]  # (n,)
             slopes.append(leaf_slopes.astype(leaf.dtype).reshape(leaf.shape))
         return jax.tree_util.tree_unflatten(treedef, slopes)
+
+    def grad(params: PyTree, eps: float | None = eps) -> PyTree:
+        leaves = jax.tree_util.tree_leaves(params)
+        steps = [default_epsilon(leaf.dtype, method) if eps is None else eps for leaf in leaves]
+        return compiled(params, jnp.asarray(steps, jnp.result_type(*leaves) if leaves else jnp.float32))
 
     return grad
 
@@ -135,7 +142,7 @@ class LeafReport:
     passed: bool
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class GradientReport:
     """Two gradients of the same params compared leaf by leaf (see :func:`compare_gradients`)."""
 
@@ -177,6 +184,8 @@ class GradientReport:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
         return "\n".join([self.verdict(), *lines])
+
+    __repr__ = __str__
 
     def _repr_markdown_(self) -> str:
         rows = self.rows()
@@ -222,7 +231,7 @@ def check_gradients(loss: Callable[[PyTree], Array], params: PyTree, *, grad: Py
     return compare_gradients(grad, numeric, names=(name, f"{method} diff."), tolerance=tolerance)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class DirectionalReport:
     """Directional derivatives along ``num_directions`` random unit directions v:
     ``numeric`` (f(θ+εv) − f(θ−εv)) / 2ε, ``jvp`` (forward mode), ``vjp`` (⟨∇f, v⟩ by reverse
@@ -252,6 +261,8 @@ class DirectionalReport:
                  f"{'PASS' if self.passed else 'FAIL'} (tolerance {self.tolerance:.0e})"]
         lines += [f"  {k:<10} relative error {v:.2e}" for k, v in self.errors().items()]
         return "\n".join(lines)
+
+    __repr__ = __str__
 
 
 def directional_check(loss: Callable[[PyTree], Array], params: PyTree, *, key: Array, num_directions: int = 8,
