@@ -84,6 +84,13 @@ def test_step_engine_equals_scan_engine():
     np.testing.assert_allclose(scanned.history["train_loss"], stepped.history["train_loss"], rtol=1e-5)
 
 
+def test_typed_keys_work_with_both_engines():
+    x, y = spirals(128)
+    _, scanned = train_mlp(x, y, epochs=2, engine="scan", key=jax.random.key(5))
+    _, stepped = train_mlp(x, y, epochs=2, engine="step", key=jax.random.key(5))
+    chex.assert_trees_all_close(scanned.params, stepped.params, rtol=1e-5, atol=1e-6)
+
+
 def test_epoch_vmapped_over_seeds_equals_separate_epochs():
     x, y = spirals()
     model = models.mlp([16, 2], activation="tanh")
