@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
 
     # backward / forward ratio, same network, batch 16 and a larger batch
     ratios = []
-    for batch in (args.batch, 256):
+    for batch in (args.batch, 1024):
         xb, tb, _ = make_problem(sizes, batch)
         lb = jax_loss(sizes, xb, tb)
         fwd, vg = jax.jit(lb), jax.jit(jax.value_and_grad(lb))

@@ -262,7 +262,7 @@ def judge(summary: dict) -> list[dict]:
         claim("The backward pass costs about two (2–3) forward passes", 1.0 <= median <= 3.5,
               f"(value_and_grad − forward) / forward = {median:.2f} (median over P ≥ 10⁴; "
               f"range {min(ratios):.2f}–{max(ratios):.2f})")
-    fd = [r for r in summary["cost_vs_params"] if r["fd_seconds"] and r["fd_seconds"] >= 0.01]  # above call overhead
+    fd = [r for r in summary["cost_vs_params"] if r["fd_seconds"] and r["fd_seconds"] >= 0.005]  # above call overhead
     fd_exp = slope([r["num_params"] for r in fd], [r["fd_seconds"] for r in fd])
     if fd_exp is not None:
         big = fd[-1]
