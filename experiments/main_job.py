@@ -96,6 +96,17 @@ def run_studies(out: Path) -> None:
     print(activations.format_table(study))
     print(f"report: {out / 'activations' / 'report.md'}")
 
+    from experiments import gradcheck
+
+    print("\ngradient check: hand backprop vs jax.grad vs central differences (full: python -m experiments gradcheck)")
+    check = gradcheck.run(gradcheck.Config(quick=True, out=out / "gradcheck"))
+    print(f"{'model':<12} {'activation':<10} {'dtype':<8} {'params':>7} {'max rel. error':>15}")
+    for case in check["cases"]:
+        print(f"{case['model']:<12} {case['activation']:<10} {case['dtype']:<8} {case['num_params']:>7} "
+              f"{case['max_rel_error']:>15.2e}")
+    print(gradcheck.headline(check))
+    print(f"report: {out / 'gradcheck' / 'report.md'}")
+
 
 def write_outputs(out: Path, summary: dict, history: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)

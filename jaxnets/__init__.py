@@ -7,8 +7,10 @@
 """
 
 from jaxnets import activations as activations
+from jaxnets import backprop as backprop
 from jaxnets import checkpoint as checkpoint
 from jaxnets import data as data
+from jaxnets import gradcheck as gradcheck
 from jaxnets import initializers as initializers
 from jaxnets import inspect as inspect
 from jaxnets import losses as losses
