@@ -83,8 +83,13 @@ def run(config: Config) -> dict:
     print(f"MLP outputs in {config.out}/")
     if not config.quick:
         run_studies(config.out)
-    print(f"dataset={dataset.name} test_accuracy={float(test_accuracy):.4f}")
+    print(headline(summary))
     return summary
+
+
+def headline(summary: dict) -> str:
+    """The main job's last line: ``dataset=<name> test_accuracy=<x>``."""
+    return f"dataset={summary['dataset']} test_accuracy={summary['test_accuracy']:.4f}"
 
 
 def run_studies(out: Path) -> None:

@@ -95,6 +95,8 @@ def run_experiment(name: str, args: argparse.Namespace, *, strict: bool = True) 
             record["summary"] = module.run(config)
         if record["summary"] is not None and callable(getattr(module, "headline", None)):
             record["headline"] = module.headline(record["summary"])
+            if record["status"] == "skipped":
+                print(record["headline"])
     except Exception as error:  # reported, and `all` goes on with the next experiment
         traceback.print_exc()
         record.update(status="failed", error=f"{type(error).__name__}: {error}")
