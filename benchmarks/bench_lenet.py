@@ -190,25 +190,7 @@ def make_torch(x, y, seed: int = 0) -> Callable:
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     labels = torch.from_numpy(y.astype(np.int64))
-    steps = x.shape[0] // BATCH
-
-    def run_epoch():
-        perm = torch.randperm(images.shape[0])
-        total_loss, total_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
-        for i in range(steps):
-            idx = perm[i * BATCH:(i + 1) * BATCH]
-            xb, yb = images[idx], labels[idx]
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = nn.functional.cross_entropy(logits, yb)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                total_loss += loss.detach()
-                total_correct += (logits.argmax(1) == yb).sum()
-        return total_loss.item() / steps, total_correct.item() / (steps * BATCH)
-
-    return run_epoch
+    return common.torch_epoch_fn(model, optimizer, images, labels, BATCH)
 
 
 FACTORIES = {

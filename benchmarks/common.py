@@ -217,3 +217,30 @@ def fashion_mnist_train() -> tuple[np.ndarray, np.ndarray, str]:
         "Fashion-MNIST not found in $JAXNETS_DATA/fashion-mnist, ~/.cache/jaxnets/fashion-mnist or "
         "/usr/share/datasets/fashion-mnist; install it with `sudo apt-get install dataset-fashion-mnist`."
     )
+
+
+def torch_epoch_fn(model, optimizer, images, labels, batch_size: int) -> Callable[[], tuple[float, float]]:
+    """The idiomatic PyTorch training epoch over pre-made tensors (images: (N, …), labels: (N,) int64):
+    shuffle with ``torch.randperm``, then per batch index-slice, zero the grads, forward, cross-entropy,
+    backward, step. Returns ``run_epoch() -> (mean loss, accuracy)`` over the N // batch_size full batches."""
+    import torch
+
+    steps = images.shape[0] // batch_size
+
+    def run_epoch():
+        perm = torch.randperm(images.shape[0])
+        total_loss, total_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+        for i in range(steps):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            xb, yb = images[idx], labels[idx]
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                total_loss += loss.detach()
+                total_correct += (logits.argmax(1) == yb).sum()
+        return total_loss.item() / steps, total_correct.item() / (steps * batch_size)
+
+    return run_epoch
