@@ -47,3 +47,25 @@ def numpy_init(layer, in_shape, dtype=np.float32, seed=0):
 
     params, state = jax.tree_util.tree_map_with_path(fill, shapes)
     return params, state, rng.standard_normal(in_shape).astype(dtype)
+
+
+def assert_layer_gradients_match(layer, in_shape, *, train: bool = False) -> None:
+    """Autodiff against central differences in float64 for a layer's gradient with respect to every
+    parameter and every input value, through the scalar Σ tanh(y)·target with a fixed random target.
+    Params and input come from :func:`numpy_init`; dropout gets a fixed key."""
+    from jax.flatten_util import ravel_pytree
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        params, state, x = numpy_init(layer, in_shape, np.float64)
+        flat, unravel = ravel_pytree((params, x))
+        target = np.random.default_rng(1).standard_normal(layer.output_shape(in_shape))
+        dropout_key = jax.random.PRNGKey(7)
+
+        @jax.jit
+        def loss(v):
+            p, xx = unravel(v)
+            return jnp.sum(jnp.tanh(layer.apply(p, state, xx, key=dropout_key, train=train)[0]) * target)
+
+        numeric = central_difference_grad(loss, np.asarray(flat))
+        np.testing.assert_allclose(jax.grad(loss)(flat), numeric, rtol=1e-6, atol=1e-8)

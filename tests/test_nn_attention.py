@@ -5,9 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
-from conftest import central_difference_grad, numpy_init
+from conftest import assert_layer_gradients_match, numpy_init
 from jaxnets.nn import (Conv2D, Dense, GlobalAvgPool, LayerError, LayerNorm, MultiHeadAttention, PatchEmbedding,
                         ResidualBlock, Sequential)
 
@@ -142,18 +141,7 @@ GRAD_LAYERS = [
 
 @pytest.mark.parametrize("layer,in_shape", GRAD_LAYERS, ids=[f"{type(l).__name__}-{i}" for i, (l, _) in enumerate(GRAD_LAYERS)])
 def test_gradients_match_central_differences_float64(layer, in_shape, key):
-    with jax.enable_x64(True):
-        params, state, x = numpy_init(layer, in_shape, np.float64)
-        flat, unravel = ravel_pytree((params, x))
-        target = np.random.default_rng(1).standard_normal(layer.output_shape(in_shape))
-
-        @jax.jit
-        def loss(v):
-            p, xx = unravel(v)
-            return jnp.sum(jnp.tanh(layer.apply(p, state, xx)[0]) * target)
-
-        numeric = central_difference_grad(loss, np.asarray(flat))
-        np.testing.assert_allclose(jax.grad(loss)(flat), numeric, rtol=1e-6, atol=1e-8)
+    assert_layer_gradients_match(layer, in_shape)
 
 
 # ---- bad input ----------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
-from conftest import central_difference_grad, numpy_init
+from conftest import assert_layer_gradients_match, numpy_init
 from jaxnets.nn import (Activation, BatchNorm, Conv1D, Conv2D, Dense, Flatten, LayerError, LocallyConnected2D,
                         ResidualBlock, Sequential)
 from jaxnets.nn.conv import explicit_pads
+
 
 def numpy_conv(x, w, b, strides, pads, dilation, per_position=False):
     """Direct loop: y[n, o..., f] = b + sum over kernel offsets k and channels c of
@@ -152,18 +152,7 @@ GRAD_LAYERS = [
 @pytest.mark.parametrize("layer,in_shape", GRAD_LAYERS, ids=[type(l).__name__ for l, _ in GRAD_LAYERS])
 def test_gradients_match_central_differences_float64(layer, in_shape, key):
     """Gradient with respect to every parameter and every input value."""
-    with jax.enable_x64(True):
-        params, state, x = numpy_init(layer, in_shape, np.float64)
-        flat, unravel = ravel_pytree((params, x))
-        target = np.random.default_rng(1).standard_normal(layer.output_shape(in_shape))
-
-        @jax.jit
-        def loss(v):
-            p, xx = unravel(v)
-            return jnp.sum(jnp.tanh(layer.apply(p, state, xx)[0]) * target)
-
-        numeric = central_difference_grad(loss, np.asarray(flat))
-        np.testing.assert_allclose(jax.grad(loss)(flat), numeric, rtol=1e-6, atol=1e-8)
+    assert_layer_gradients_match(layer, in_shape)
 
 
 def test_float64_inputs_give_float64_params_and_outputs(key):

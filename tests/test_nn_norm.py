@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
-from conftest import central_difference_grad, numpy_init
+from conftest import assert_layer_gradients_match, numpy_init
 from jaxnets.nn import BatchNorm, Conv2D, Dense, Dropout, LayerError, LayerNorm, Sequential
+
 
 def random_affine(params, seed=0):
     rng = np.random.default_rng(seed)
@@ -167,19 +167,7 @@ GRAD_CASES = [
 def test_gradients_match_central_differences_float64(layer, in_shape, train, key):
     """Gradient with respect to params and input (in training BatchNorm couples the whole batch;
     in evaluation it uses random running statistics)."""
-    with jax.enable_x64(True):
-        params, state, x = numpy_init(layer, in_shape, np.float64)
-        flat, unravel = ravel_pytree((params, x))
-        target = np.random.default_rng(1).standard_normal(layer.output_shape(in_shape))
-        dropout_key = jax.random.PRNGKey(7)
-
-        @jax.jit
-        def loss(v):
-            p, xx = unravel(v)
-            return jnp.sum(jnp.tanh(layer.apply(p, state, xx, key=dropout_key, train=train)[0]) * target)
-
-        numeric = central_difference_grad(loss, np.asarray(flat))
-        np.testing.assert_allclose(jax.grad(loss)(flat), numeric, rtol=1e-6, atol=1e-8)
+    assert_layer_gradients_match(layer, in_shape, train=train)
 
 
 # ---- bad input ----------------------------------------------------------------------------
