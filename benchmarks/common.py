@@ -166,11 +166,14 @@ def machine_info(modules: Sequence[str] = ("jax", "jaxlib", "optax", "flax", "eq
 
 
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
-    """A plain-text (Markdown-compatible) table; floats are printed with 3 decimals."""
+    """A plain-text (Markdown-compatible) table; floats are printed with 3 decimals (below 1e-3,
+    in scientific notation: 1.4e-09)."""
     def cell(v):
         if v is None:
             return "-"
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:.1e}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"
+        return str(v)
 
     body = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(columns)]

@@ -2,8 +2,9 @@
 record, per epoch, the test accuracy and the wall time (issue 3's accuracy targets: LeNet ≥ 91.5%,
 CNN/ResNet with BN + augmentation ≥ 94%).
 
-* ``lenet``: ``models.lenet5("modern")``, Adam, learning rate 1e-3 cosine-decayed to 0 over the
-  run, batch 128, inputs standardised, no augmentation.
+* ``lenet``: ``models.lenet5("modern", dropout=--dropout)``, Adam, learning rate ``--lr`` (1e-3)
+  cosine-decayed to 0 over the run, batch 128, inputs standardised; ``--augment`` adds the
+  augmentation below (without it, none).
 * ``resnet``: ``models.resnet(widths=..., blocks=...)`` (batch norm in every block), AdamW
   (weight decay 5e-4), one warm-up epoch to 3e-3 then cosine decay, batch 128, augmentation each
   epoch: random crop of the image padded by 2 pixels (zeros) and random horizontal flip.
@@ -57,9 +58,9 @@ def augment(key: jax.Array, x: jax.Array, pad: int = 2) -> jax.Array:
 
 def build(name: str, steps_per_epoch: int, epochs: int, args):
     if name == "lenet":
-        model = models.lenet5("modern")
-        lr = optax.cosine_decay_schedule(1e-3, steps_per_epoch * epochs)
-        return model, optax.adam(lr), False
+        model = models.lenet5("modern", dropout=args.dropout)
+        lr = optax.cosine_decay_schedule(args.lr, steps_per_epoch * epochs)
+        return model, optax.adam(lr), args.augment
     widths = tuple(int(v) for v in args.widths.split(","))
     blocks = tuple(int(v) for v in args.blocks.split(","))
     model = models.resnet(widths=widths, blocks=blocks)
@@ -75,6 +76,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--widths", default="16,32,64", help="resnet stage widths")
     parser.add_argument("--blocks", default="1,1,1", help="resnet blocks per stage")
+    parser.add_argument("--lr", type=float, default=1e-3, help="lenet: peak learning rate")
+    parser.add_argument("--dropout", type=float, default=0.0, help="lenet: dropout after each hidden dense layer")
+    parser.add_argument("--augment", action="store_true", help="lenet: random crop (±2 px) and flip each epoch")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,048 examples, 1 epoch")
     parser.add_argument("--out", default=None, help="append one JSON line per epoch here")
     args = parser.parse_args(argv)
@@ -95,6 +99,7 @@ def main(argv=None) -> dict:
     epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=BATCH))
     evaluate = make_evaluate_fn(model, "cross_entropy")
     augment_fn = jax.jit(lambda k, v: augment(k, v - background) + background)
+    print(json.dumps({"config": {k: v for k, v in vars(args).items() if k != "out"}}), flush=True)
     started, history = time.perf_counter(), []
     for epoch in range(epochs):
         epoch_key = jax.random.fold_in(key, epoch)

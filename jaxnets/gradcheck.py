@@ -28,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 Array = jax.Array
 PyTree = Any
 __all__ = ["default_epsilon", "default_tolerance", "finite_difference_fn", "finite_difference_grad",
+           "sequential_finite_difference_fn",
            "directional_check", "DirectionalReport", "compare_gradients", "check_gradients", "GradientReport",
            "LeafReport", "relative_error"]
 
@@ -51,6 +52,44 @@ def default_tolerance(dtype: Any) -> float:
     return TOLERANCES.get(jnp.dtype(dtype).name, 1e-2)
 
 
+def _check_method(method: str, chunk_size: int) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+
+
+def _leaf_slopes(value_at: Callable[[Array, Array], Array], flat: Array, step: Array, method: str,
+                 base: Array | None, chunk_size: int, exact_step: bool = False) -> Array:
+    """Finite-difference slopes for every coordinate of one flattened leaf ``flat`` (n,) → (n,).
+
+    ``value_at(i, delta)`` is the loss with coordinate ``i`` moved by ``delta``; ``chunk_size``
+    coordinates (both signs for central differences) run under one ``vmap`` and ``lax.map``
+    walks the chunks. The divisor is the step actually taken: ``(θᵢ + ε) − (θᵢ − ε)`` in floating
+    point, or exactly ``2ε`` (``ε``) when ``value_at`` applies ``delta`` without rounding it into θᵢ
+    (``exact_step``). ``base`` is f(θ), used by forward differences.
+    """
+    size = flat.shape[0]
+    chunk = min(chunk_size, size)
+    num_chunks = -(-size // chunk)
+    # (num_chunks, chunk) coordinate indices; the padding repeats the last one and is dropped below
+    indices = jnp.minimum(jnp.arange(num_chunks * chunk), size - 1).reshape(num_chunks, chunk)
+
+    def chunk_slopes(idx):  # idx: (chunk,) → (chunk,)
+        if method == "central":  # both signs in one vmap: (2·chunk,) evaluations, +ε then −ε
+            signed = step * jnp.concatenate([jnp.ones(idx.shape, flat.dtype), -jnp.ones(idx.shape, flat.dtype)])
+            values = jax.vmap(value_at)(jnp.concatenate([idx, idx]), signed)
+            up, down = values[:idx.shape[0]], values[idx.shape[0]:]
+            taken = 2 * step if exact_step else (flat[idx] + step) - (flat[idx] - step)
+        else:
+            up = jax.vmap(value_at)(idx, step * jnp.ones(idx.shape, flat.dtype))
+            down = jnp.broadcast_to(base, up.shape)
+            taken = step if exact_step else (flat[idx] + step) - flat[idx]
+        return (up - down) / taken
+
+    return jax.lax.map(chunk_slopes, indices).reshape(-1)[:size]
+
+
 def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "central", eps: float | None = None,
                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> Callable[..., PyTree]:
     """A jitted ``grad(params, eps=None) -> pytree like params``: finite differences of the scalar
@@ -62,10 +101,7 @@ def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "cent
     P + 1. The divisor is the step actually taken in floating point. ``chunk_size``
     evaluations of each sign run together under ``vmap``; memory ∝ chunk_size · (largest leaf size).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    _check_method(method, chunk_size)
 
     @jax.jit
     def compiled(params: PyTree, steps: Array) -> PyTree:  # steps: (num_leaves,)
@@ -74,32 +110,13 @@ def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "cent
         slopes = []
         for k, leaf in enumerate(leaves):  # one leaf at a time: the others stay unbatched under vmap
             flat = leaf.reshape(-1)  # (n,)
-            size = flat.shape[0]
-            step = steps[k].astype(flat.dtype)
-            chunk = min(chunk_size, size)
-            num_chunks = -(-size // chunk)
-            # (num_chunks, chunk) coordinate indices; the padding repeats the last one and is dropped below
-            indices = jnp.minimum(jnp.arange(num_chunks * chunk), size - 1).reshape(num_chunks, chunk)
 
             def value_at(i, delta, k=k, flat=flat, leaf=leaf):  # f with coordinate i of leaf k moved by delta
                 moved = flat + delta * (jnp.arange(flat.shape[0]) == i).astype(flat.dtype)  # (n,), = flat.at[i].add
                 return loss(jax.tree_util.tree_unflatten(
                     treedef, [*leaves[:k], moved.reshape(leaf.shape), *leaves[k + 1:]]))
 
-            def chunk_slopes(idx, flat=flat, step=step, value_at=value_at):  # idx: (chunk,) → (chunk,)
-                if method == "central":  # both signs in one vmap: (2·chunk,) evaluations
-                    signed = jnp.concatenate([jnp.full(idx.shape, 1, flat.dtype), jnp.full(idx.shape, -1, flat.dtype)])
-                    signed = step * signed  # (2·chunk,): +ε then −ε
-                    values = jax.vmap(value_at)(jnp.concatenate([idx, idx]), signed)
-                    up, down = values[:idx.shape[0]], values[idx.shape[0]:]
-                    taken = (flat[idx] + step) - (flat[idx] - step)  # the step actually taken
-                else:
-                    up = jax.vmap(value_at)(idx, step * jnp.ones(idx.shape, flat.dtype))
-                    down = jnp.broadcast_to(base, up.shape)
-                    taken = (flat[idx] + step) - flat[idx]
-                return (up - down) / taken
-
-            leaf_slopes = jax.lax.map(chunk_slopes, indices).reshape(-1)[:size]  # (n,)
+            leaf_slopes = _leaf_slopes(value_at, flat, steps[k].astype(flat.dtype), method, base, chunk_size)
             slopes.append(leaf_slopes.astype(leaf.dtype).reshape(leaf.shape))
         return jax.tree_util.tree_unflatten(treedef, slopes)
 
@@ -116,6 +133,107 @@ def finite_difference_grad(loss: Callable[[PyTree], Array], params: PyTree, *, m
     """Finite-difference gradient of ``loss`` at ``params`` (compiles, then runs once; keep
     :func:`finite_difference_fn` to call it again without recompiling)."""
     return finite_difference_fn(loss, method=method, eps=eps, chunk_size=chunk_size)(params)
+
+
+def sequential_finite_difference_fn(model: Any, head: Callable[[Array], Array], *, state: PyTree | None = None,
+                                    method: str = "central", eps: float | None = None,
+                                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> Callable[..., PyTree]:
+    """Finite differences of ``head(model.apply(params, state, x)[0])`` for a
+    :class:`~jaxnets.nn.Sequential` ``model`` (evaluation mode: ``train=False``), reusing the
+    forward pass. A jitted ``grad(params, x, eps=None) -> pytree like params``.
+
+    The same 2P (central) or P + 1 (forward) loss evaluations as :func:`finite_difference_fn`,
+    each an exact evaluation of the perturbed network, but:
+
+    * the layers below the perturbed one run once per call: their outputs are cached;
+    * a perturbed :class:`~jaxnets.nn.Dense` weight changes its layer's output by a rank-one term
+      (``w[i, j] + δ`` adds ``δ·x[..., i]`` to output unit ``j``; ``b[j] + δ`` adds ``δ``), so that
+      layer costs O(batch) instead of O(batch · fan-in · fan-out); other layers are re-applied with
+      the perturbed leaf;
+    * only the layers above are re-run, for a chunk of perturbations at a time under ``vmap``.
+
+    For a tanh MLP 64-128-128-10 this is about 4× fewer flops than the generic function and the
+    perturbed networks become plain matrix products (see ``benchmarks/bench_gradcheck.py``).
+    ``head`` maps the model output (batch, ...) to a scalar, e.g.
+    ``lambda y: jnp.mean(losses.cross_entropy(y, t))``. Memory ∝ chunk_size · batch · widest layer.
+    """
+    from jaxnets.nn import Dense  # the gradient checker needs no layers otherwise
+
+    _check_method(method, chunk_size)
+    layers = tuple(model.layers)
+    names = [name for name, _ in layers]
+    state = {} if state is None else state
+
+    def run_from(start: int, params: PyTree, h: Array) -> Array:  # layers[start:], then head
+        for name, layer in layers[start:]:
+            h, _ = layer.apply(params.get(name, {}), state.get(name, {}), h)
+        return head(h)
+
+    @jax.jit
+    def compiled(params: PyTree, x: Array, steps: PyTree) -> PyTree:
+        inputs, h = [], x
+        for name, layer in layers:  # the forward pass once: the input of every layer
+            inputs.append(h)
+            h, _ = layer.apply(params.get(name, {}), state.get(name, {}), h)
+        base = head(h) if method == "forward" else None
+        slopes = {}
+        for l, (name, layer) in enumerate(layers):
+            if name not in params:
+                continue
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(params[name])
+            step_leaves = jax.tree_util.tree_leaves(steps[name])
+            out, layer_slopes = None, []
+            for (path, leaf), step in zip(leaves, step_leaves):
+                flat, key = leaf.reshape(-1), _path_name(path)
+                step = step.astype(flat.dtype)
+                rank_one = isinstance(layer, Dense) and key in ("w", "b")
+                if rank_one:
+                    if out is None:
+                        out = layer.apply(params[name], state.get(name, {}), inputs[l])[0]  # (..., features)
+                    value_at = _dense_rank_one(out, inputs[l], key, lambda y, l=l: run_from(l + 1, params, y))
+                else:
+                    def value_at(i, delta, l=l, name=name, flat=flat, leaf=leaf, path=path, layer=layer):
+                        moved = (flat + delta * (jnp.arange(flat.shape[0]) == i).astype(flat.dtype)).reshape(leaf.shape)
+                        layer_params = _replace_leaf(params[name], path, moved)
+                        y = layer.apply(layer_params, state.get(name, {}), inputs[l])[0]
+                        return run_from(l + 1, params, y)
+                leaf_slopes = _leaf_slopes(value_at, flat, step, method, base, chunk_size, exact_step=rank_one)
+                layer_slopes.append(leaf_slopes.astype(leaf.dtype).reshape(leaf.shape))
+            slopes[name] = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params[name]), layer_slopes)
+        return slopes
+
+    def grad(params: PyTree, x: Array, eps: float | None = eps) -> PyTree:
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(f"sequential_finite_difference_fn: params {unknown} name no layer of the model "
+                             f"(layers: {', '.join(names)})")
+        steps = jax.tree_util.tree_map(
+            lambda leaf: jnp.asarray(default_epsilon(leaf.dtype, method) if eps is None else eps, leaf.dtype), params)
+        return compiled(params, x, steps)
+
+    return grad
+
+
+def _dense_rank_one(out: Array, x: Array, key: str, rest: Callable[[Array], Array]) -> Callable[[Array, Array], Array]:
+    """``value_at(i, delta)`` for a Dense layer with output ``out`` (..., features) on input ``x``
+    (..., fan_in): coordinate ``i`` of ``w`` (row-major (fan_in, features)) or ``b`` moved by
+    ``delta`` changes only output unit ``j``; ``rest`` maps the perturbed output to the loss."""
+    features = out.shape[-1]
+
+    def value_at(i, delta):
+        row, unit = (i // features, i % features) if key == "w" else (None, i)
+        mask = (jnp.arange(features) == unit).astype(out.dtype).reshape((1,) * (out.ndim - 1) + (features,))
+        if row is None:  # b[unit] + delta
+            return rest(out + delta * mask)
+        return rest(out + delta * jnp.take(x, row, axis=-1)[..., None] * mask)  # x[..., row]: (..., 1)
+
+    return value_at
+
+
+def _replace_leaf(tree: PyTree, path, value: Array) -> PyTree:
+    """``tree`` with the leaf at key ``path`` (from ``tree_flatten_with_path``) replaced by ``value``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return jax.tree_util.tree_unflatten(treedef, [value if p == path else leaf for p, leaf in leaves])
 
 
 def relative_error(a: Any, b: Any, tiny: float | None = None) -> float:

@@ -106,7 +106,7 @@ def _conv_layers(conv: str):
     return (Im2ColConv2D, ReshapeMaxPool2D) if conv == "im2col" else (nn.Conv2D, nn.MaxPool2D)
 
 
-def lenet5(variant: str = "modern", num_classes: int = 10, conv: str = "im2col") -> ConvNet:
+def lenet5(variant: str = "modern", num_classes: int = 10, conv: str = "im2col", dropout: float = 0.0) -> ConvNet:
     """LeNet-5.
 
     ``variant="1998"`` — the notes' table: input (batch, 32, 32, 1); C1 conv 6@5×5, tanh; S2 2×2
@@ -114,11 +114,16 @@ def lenet5(variant: str = "modern", num_classes: int = 10, conv: str = "im2col")
     pooling; F5 dense 120, tanh; F6 dense 84, tanh; ``output`` dense ``num_classes`` (logits;
     LeCun's RBF output and trainable subsampling gains are left out). Layers are named C1, S2, …
     ``variant="modern"`` — input (batch, 28, 28, 1); conv 6@5×5 padding 2, ReLU, 2×2 max-pool,
-    conv 16@5×5, ReLU, 2×2 max-pool, dense 120-84-``num_classes`` with ReLU (He init).
+    conv 16@5×5, ReLU, 2×2 max-pool, dense 120-84-``num_classes`` with ReLU (He init); with
+    ``dropout > 0`` a :class:`~jaxnets.nn.Dropout` of that rate follows each hidden dense layer's ReLU.
     Output: (batch, num_classes) logits.
     """
     Conv, MaxPool = _conv_layers(conv)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"lenet5: dropout must be in [0, 1), got {dropout}")
     if variant == "1998":
+        if dropout:
+            raise ValueError("lenet5: the 1998 variant has no dropout (it is the notes' table); use variant='modern'")
         t = lambda: nn.Activation("tanh")
         layers = [("C1", Conv(6, 5)), ("C1_tanh", t()), ("S2", nn.AvgPool2D(2)),
                   ("C3", Conv(16, 5)), ("C3_tanh", t()), ("S4", nn.AvgPool2D(2)), ("flatten", nn.Flatten()),
@@ -128,10 +133,11 @@ def lenet5(variant: str = "modern", num_classes: int = 10, conv: str = "im2col")
     if variant != "modern":
         raise ValueError(f"lenet5: unknown variant {variant!r}; known: '1998', 'modern'")
     he = "he_normal"
+    drop = [nn.Dropout(dropout)] if dropout else []
     layers = [Conv(6, 5, padding=2, w_init=he), nn.Activation("relu"), MaxPool(2),
               Conv(16, 5, w_init=he), nn.Activation("relu"), MaxPool(2), nn.Flatten(),
-              nn.Dense(120, w_init=he), nn.Activation("relu"), nn.Dense(84, w_init=he), nn.Activation("relu"),
-              nn.Dense(num_classes)]
+              nn.Dense(120, w_init=he), nn.Activation("relu"), *drop, nn.Dense(84, w_init=he), nn.Activation("relu"),
+              *drop, nn.Dense(num_classes)]
     return ConvNet(layers, name="lenet5", engines=ENGINES[conv])
 
 

@@ -81,6 +81,65 @@ def test_finite_differences_match_an_independent_numpy_loop():
         np.testing.assert_allclose(numeric["dense1"]["w"], central_difference_grad(f, w, eps=1e-5), rtol=1e-9, atol=1e-12)
 
 
+
+def _sequential_problem(model, in_shape, classes, seed=2):
+    """(params, state, x, head, loss) for ``model`` in float64 on random data; head: mean cross-entropy."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal(in_shape))
+    t = jnp.asarray(rng.integers(0, classes, in_shape[0]))
+    params, state = model.init(jax.random.PRNGKey(seed), x)
+    head = lambda y: jnp.mean(cross_entropy(y, t))  # noqa: E731
+    return params, state, x, head, jax.jit(lambda p: head(model.apply(p, state, x)[0]))
+
+
+@pytest.mark.parametrize("name", ["prelu-mlp", "dense-on-sequences", "cnn-with-batchnorm"])
+def test_sequential_finite_differences_match_an_independent_numpy_loop(name):
+    # Every leaf, perturbed one coordinate at a time by a plain NumPy loop through the whole model:
+    # covers the rank-one Dense path (w, b; on 2-D and 3-D inputs), re-applied layers (PReLU slope,
+    # convolution, batch-norm scale in evaluation mode) and layers with state.
+    from jaxnets.nn import Activation, BatchNorm, Conv2D, Dense, Flatten, Sequential
+
+    cases = {"prelu-mlp": (models.mlp([6, 4], activation="prelu"), (5, 3), 4),
+             "dense-on-sequences": (Sequential([Dense(5), Activation("tanh"), Flatten(), Dense(3, use_bias=False)]),
+                                    (4, 2, 3), 3),
+             "cnn-with-batchnorm": (Sequential([Conv2D(2, 3), BatchNorm(), Activation("tanh"), Flatten(), Dense(3)]),
+                                    (3, 5, 5, 1), 3)}
+    model, in_shape, classes = cases[name]
+    with jax.enable_x64(True):
+        params, state, x, head, loss = _sequential_problem(model, in_shape, classes)
+        numeric = gradcheck.sequential_finite_difference_fn(model, head, state=state, chunk_size=7)(params, x, 1e-5)
+        assert jax.tree_util.tree_structure(numeric) == jax.tree_util.tree_structure(params)
+        for layer, leaves in params.items():
+            for leaf_name, leaf in leaves.items():
+                def f(v, layer=layer, leaf_name=leaf_name):
+                    return loss({**params, layer: {**params[layer], leaf_name: jnp.asarray(v)}})
+                expected = central_difference_grad(f, np.asarray(leaf), eps=1e-5)
+                np.testing.assert_allclose(numeric[layer][leaf_name], expected, rtol=1e-7, atol=1e-10,
+                                           err_msg=f"{layer}/{leaf_name}")
+        assert gradcheck.compare_gradients(jax.grad(loss)(params), numeric).rel_error < 1e-7
+
+
+@pytest.mark.parametrize("method", ["central", "forward"])
+def test_sequential_finite_differences_equal_the_generic_ones(method):
+    with jax.enable_x64(True):
+        model, params, x, t, loss = _mlp_problem()
+        head = lambda y: jnp.mean(cross_entropy(y, t))  # noqa: E731
+        generic = gradcheck.finite_difference_grad(loss, params, method=method)
+        for chunk_size in (1, 16, 128):  # chunking changes only which evaluations share a vmap
+            fast = gradcheck.sequential_finite_difference_fn(model, head, method=method, chunk_size=chunk_size)(params, x)
+            # both evaluate f(θ ± εeᵢ); they differ by the rounding of θᵢ ± ε and of the loss (≈ u·|f|/ε)
+            assert gradcheck.relative_error(fast, generic) < (1e-9 if method == "central" else 1e-6)
+
+
+def test_sequential_finite_differences_reject_params_of_no_layer():
+    with jax.enable_x64(True):
+        model, params, x, t, _ = _mlp_problem()
+        fd = gradcheck.sequential_finite_difference_fn(model, lambda y: jnp.sum(y))
+        with pytest.raises(ValueError, match=r"\['extra'\] name no layer.*dense1"):
+            fd({**params, "extra": {"w": jnp.ones(2)}}, x)
+    with pytest.raises(ValueError, match="known methods"):
+        gradcheck.sequential_finite_difference_fn(model, jnp.sum, method="backward")
+
 def test_float64_mlp_gradients_agree_within_the_target():
     with jax.enable_x64(True):
         model, params, x, t, loss = _mlp_problem()
