@@ -11,6 +11,10 @@ Part 1 (the target of issue 5): 32 seeds of a 2-64-64-2 tanh MLP, Adam (lr 0.01)
 Part 2: 8 seeds of the Fashion-MNIST MLP of the main job (784-256-256-10 ReLU, Adam 1e-3,
 batch 128) for 1 epoch on the 60 000 training images, vmapped vs 8 sequential fits.
 
+JAX exposes one CPU device per core (``jaxnets.runtime.use_cpu_devices``; ``--cpu-devices 1``
+turns it off) for all three implementations: ``fit_seeds`` splits its runs over the devices,
+``fit`` and the Flax loop run on the first one, as they would in a user's process.
+
 All times are wall-clock seconds including compilation (what a user waits for); the
 implementations run round-robin in one process (repetitions interleaved, min and median
 reported) because other processes may load the CPU. Part 1 also reports the time without
@@ -35,7 +39,7 @@ import optax
 from flax.training import train_state
 
 import jaxnets as jn
-from jaxnets import data, models, optim
+from jaxnets import data, models, optim, runtime
 from jaxnets.seeds import fit_seeds, init_runs, seed_keys
 
 
@@ -125,10 +129,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer seeds/epochs, one repetition")
     parser.add_argument("--reps", type=int, default=None, help="round-robin repetitions (default 2; quick 1)")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="CPU devices JAX exposes (default: one per core; fit_seeds splits runs over them)")
     args = parser.parse_args(argv)
+    runtime.use_cpu_devices(args.cpu_devices)
     reps = args.reps or (1 if args.quick else 2)
     num_seeds, epochs = (8, 10) if args.quick else (32, 100)
-    print(f"devices: {jax.devices()}; jax {jax.__version__}")
+    print(f"devices: {jax.devices()}; {runtime.environment()}")
 
     x, y = data.make_synthetic("spirals", 1024, key=jax.random.PRNGKey(0))
     x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)

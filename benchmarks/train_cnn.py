@@ -78,7 +78,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--blocks", default="1,1,1", help="resnet blocks per stage")
     parser.add_argument("--lr", type=float, default=1e-3, help="lenet: peak learning rate")
     parser.add_argument("--dropout", type=float, default=0.0, help="lenet: dropout after each hidden dense layer")
-    parser.add_argument("--augment", action="store_true", help="lenet: random crop (±2 px) and flip each epoch")
+    parser.add_argument("--augment", action="store_true", help="lenet: random crop (±--crop px) and flip each epoch")
+    parser.add_argument("--crop", type=int, default=2, help="augmentation: crop offset in pixels (0: flips only)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,048 examples, 1 epoch")
     parser.add_argument("--out", default=None, help="append one JSON line per epoch here")
     args = parser.parse_args(argv)
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
     ts = TrainState(params, state, optimizer.init(params))
     epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=BATCH))
     evaluate = make_evaluate_fn(model, "cross_entropy")
-    augment_fn = jax.jit(lambda k, v: augment(k, v - background) + background)
+    augment_fn = jax.jit(lambda k, v: augment(k, v - background, pad=args.crop) + background)
     print(json.dumps({"config": {k: v for k, v in vars(args).items() if k != "out"}}), flush=True)
     started, history = time.perf_counter(), []
     for epoch in range(epochs):

@@ -1,10 +1,17 @@
-"""The runtime around a run: the persistent XLA compilation cache and the facts a run records.
+"""The runtime around a run: the persistent XLA compilation cache, CPU devices, and the facts a run records.
 
 XLA compilation dominates the first epoch of a small model on CPU (seconds, against a fraction of a
 second per epoch afterwards). ``enable_compilation_cache`` turns on JAX's persistent cache, so a
 program compiled once — in this process or an earlier one — is loaded instead of recompiled. The
-cache is keyed by the compiled program; it never changes results. It is opt-in: the experiment
-runner, the main job and the test suite switch it on.
+cache is keyed by the compiled program; it never changes results.
+
+XLA:CPU runs the small matrix products of a small network on one thread, so a program that trains
+many seeds at once (:func:`jaxnets.seeds.fit_seeds`) leaves the other cores idle. ``use_cpu_devices``
+makes JAX expose one CPU device per core; ``fit_seeds`` then splits its runs over them (one shard
+of runs per device, run in parallel).
+
+Both are opt-in; the experiment runner (``python -m experiments``) switches both on, the test suite
+the cache.
 """
 
 from __future__ import annotations
@@ -26,6 +33,23 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None, *, min_
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     return path
+
+
+def use_cpu_devices(count: int | None = None) -> int:
+    """Makes JAX expose ``count`` CPU devices (default: ``os.cpu_count()``) instead of one, and
+    returns ``count``. Call it right after ``import jax``, before any computation: JAX fixes its
+    devices when the first one runs (a later call raises RuntimeError). GPU and TPU devices are not
+    affected; the CPU devices share the machine's cores, so only work split over them (the runs of
+    ``fit_seeds``) runs in parallel."""
+    count = (os.cpu_count() or 1) if count is None else int(count)
+    if count < 1:
+        raise ValueError(f"use_cpu_devices: count must be at least 1, got {count}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as error:
+        raise RuntimeError(f"use_cpu_devices({count}) came too late: JAX already runs with "
+                           f"{len(jax.devices('cpu'))} CPU device(s); call it before the first JAX computation") from error
+    return count
 
 
 def environment(seed: int | None = None) -> dict:

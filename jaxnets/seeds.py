@@ -8,6 +8,11 @@ over train states and keys — so R seeds cost one compilation and one call per 
 run r of ``fit_seeds`` trains the same weights as a ``fit`` call with that key (up to float
 rounding of batched matrix products).
 
+When JAX has several devices (several CPU devices after :func:`jaxnets.runtime.use_cpu_devices`,
+or several GPUs), the runs are split over them: the run axis is sharded (``jax.sharding``), the
+data replicated, and each device trains its share of the runs in parallel. XLA:CPU runs a small
+network's step on one thread, so on a 2-core CPU this is how the second core helps.
+
 Learning rates can differ between runs (``learning_rates=``, one per run) when the optimizer's
 learning rate is injectable (:func:`jaxnets.optim.optimizer`): it lives in the stacked optimizer
 state, so a grid of seeds × learning rates is still one program.
@@ -19,6 +24,7 @@ sequential ``fit`` calls and a Flax jit-per-step loop.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -27,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from jaxnets import checkpoint as ckpt
@@ -128,6 +135,15 @@ def _num_runs(keys: Array) -> int:
     return int(keys.shape[0])
 
 
+def _shardings(runs: int, devices: Sequence[jax.Device] | None) -> tuple[NamedSharding, NamedSharding]:
+    """(run axis split over devices, replicated) shardings on the first gcd(runs, len(devices)) devices."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("fit_seeds: devices is empty")
+    mesh = Mesh(np.array(devices[:math.gcd(runs, len(devices))]), ("runs",))
+    return NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
+
+
 def fit_seeds(
     model,
     params,
@@ -148,6 +164,7 @@ def fit_seeds(
     progress: bool = True,
     description: str = "runs",
     callback: Callable[[int, dict], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> SeedsResult:
     """Trains R runs of ``model`` together; run r starts from ``params[r]``/``state[r]``.
 
@@ -165,19 +182,24 @@ def fit_seeds(
       on_non_finite: ``"raise"`` (NonFiniteError naming the runs) or ``"record"`` (keep training
         the others; ``diverged_epoch`` says which runs diverged and when).
       callback: called as ``callback(epoch, record)`` after each finished (and saved) epoch.
+      devices: devices to split the runs over (default: ``jax.local_devices()``); the first
+        ``gcd(runs, len(devices))`` are used, so every device gets the same number of runs.
 
-    Returns a :class:`SeedsResult`. All runs train for ``epochs`` epochs (no early stopping).
+    Returns a :class:`SeedsResult` (its arrays on the first device). All runs train for ``epochs``
+    epochs (no early stopping).
     """
     if on_non_finite not in ("raise", "record"):
         raise ValueError(f"fit_seeds: unknown on_non_finite {on_non_finite!r}; known: raise, record")
     runs = _num_runs(keys)
-    x, t = (jax.device_put(jnp.asarray(a)) for a in train_data)
+    x, t = (jnp.asarray(a) for a in train_data)
     if x.shape[0] != t.shape[0]:
         raise ValueError(f"fit_seeds: train_data has {x.shape[0]} inputs but {t.shape[0]} targets")
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         if leaf.shape[:1] != (runs,):
             raise ValueError(f"fit_seeds: params leaf {jax.tree_util.keystr(path)} has shape {leaf.shape}; "
                              f"expected a leading run axis of {runs} (one per key)")
+    run_sharding, replicated = _shardings(runs, devices)
+    x, t = jax.device_put((x, t), replicated)
     classification = is_classification(loss)
     steps = x.shape[0] // batch_size
     run_epoch = jax.jit(jax.vmap(make_epoch_fn(model, loss, optimizer, batch_size=batch_size),
@@ -185,9 +207,9 @@ def fit_seeds(
     epoch_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     evaluate = make_evaluate_runs_fn(model, loss) if validation_data is not None else None
     if validation_data is not None:
-        x_val, t_val = (jax.device_put(jnp.asarray(a)) for a in validation_data)
+        x_val, t_val = (jax.device_put(jnp.asarray(a), replicated) for a in validation_data)
     metrics = make_metrics_runs_fn(metrics_fn, len(metrics_data)) if metrics_fn is not None else None
-    metrics_data = tuple(jax.device_put(jnp.asarray(a)) for a in metrics_data)
+    metrics_data = tuple(jax.device_put(jnp.asarray(a), replicated) for a in metrics_data)
 
     ts = TrainState(params, state, jax.vmap(optimizer.init)(params))
     if learning_rates is not None:
@@ -205,6 +227,7 @@ def fit_seeds(
         history = {k: [np.asarray(v) for v in values] for k, values in meta["history"].items()}
         diverged = np.asarray(meta["diverged_epoch"])
         start_epoch = int(meta["epoch"]) + 1
+    ts, keys = jax.device_put((ts, jnp.asarray(keys)), run_sharding)
 
     bar = tqdm(range(start_epoch, epochs), desc=description, disable=not progress, leave=True,
                initial=start_epoch, total=epochs, unit="epoch")
@@ -246,5 +269,6 @@ def fit_seeds(
         if callback is not None:
             callback(epoch, record)
     bar.close()
+    ts = jax.device_put(ts, replicated.mesh.devices.flat[0])  # one device: usable with any other array
     return SeedsResult(ts.params, ts.state, ts.opt_state,
                        {k: np.asarray(v) for k, v in history.items()}, diverged)

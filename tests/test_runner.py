@@ -190,3 +190,20 @@ def test_options_an_experiment_lacks_are_refused_alone_and_skipped_in_all(fakes,
     assert runner.main(["all", "--dataset", "digits", "--out", str(tmp_path)]) == 1  # bad and missing fail
     assert "good: ignoring --dataset" in capsys.readouterr().out
     assert ("fake_good", False, 2) in fakes
+
+
+def test_command_line_sets_up_cpu_devices_and_rejects_an_unknown_name():
+    # `python -m experiments` itself: the entry point switches on one CPU device per core (before
+    # JAX computes anything) and the runner answers an unknown name with the known ones, exit 2.
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-m", "experiments", "nope"], capture_output=True, text=True, cwd=root,
+                         timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "unknown experiment 'nope'" in run.stderr and "activations" in run.stderr
+    probe = subprocess.run([sys.executable, "-c", "import runpy, sys, jax; sys.argv = ['experiments', 'nope'];\n"
+                            "try:\n runpy.run_module('experiments', run_name='__main__')\n"
+                            "except SystemExit: pass\nimport os; print(len(jax.devices('cpu')) == (os.cpu_count() or 1))"],
+                           capture_output=True, text=True, cwd=root, timeout=300)
+    assert probe.stdout.strip().splitlines()[-1] == "True", probe.stderr[-2000:]

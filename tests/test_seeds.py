@@ -155,3 +155,43 @@ def test_diverging_run_is_recorded_or_raised():
     assert np.isfinite(result.history["train_loss"][:, [0, 2]]).all()
     with pytest.raises(NonFiniteError, match=r"runs \[1\]"):
         fit_seeds(model, params, state, (x, y), **common)
+
+
+SHARDED_SCRIPT = """
+import jax, numpy as np
+from jaxnets import data, models, optim, runtime
+runtime.use_cpu_devices(2)
+from jaxnets.seeds import _shardings, fit_seeds, init_runs, seed_keys
+assert len(jax.devices()) == 2
+assert _shardings(4, jax.devices())[0].mesh.size == 2 and _shardings(3, jax.devices())[0].mesh.size == 1
+x, y = data.make_synthetic("spirals", 256, key=jax.random.PRNGKey(0))
+model = models.mlp([16, 16, 2], activation="tanh")
+keys = seed_keys(list(range(4)))
+params, state = init_runs(model, keys, x[:1])
+kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=3, batch_size=32, keys=keys,
+          progress=False, validation_data=(x, y))
+split = fit_seeds(model, params, state, (x, y), **kw)  # 2 runs on each device
+one = fit_seeds(model, params, state, (x, y), devices=jax.devices()[:1], **kw)
+for a, b in zip(jax.tree.leaves(split.params), jax.tree.leaves(one.params)):
+    assert a.sharding.device_set == {jax.devices()[0]}, a.sharding
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+np.testing.assert_allclose(split.history["val_loss"], one.history["val_loss"], rtol=1e-5)
+print("ok")
+"""
+
+
+def test_runs_split_over_two_cpu_devices_train_as_on_one():
+    # A fresh process: JAX fixes its devices at the first computation, and this one has run already.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+def test_use_cpu_devices_after_the_first_computation_says_it_came_too_late():
+    from jaxnets import runtime
+
+    jnp.ones(1).block_until_ready()
+    with pytest.raises(RuntimeError, match=r"came too late.*before the first JAX computation"):
+        runtime.use_cpu_devices(3)
