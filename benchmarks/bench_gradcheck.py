@@ -14,6 +14,8 @@ of ``--batch`` examples (default 16); every parameter perturbed by ±ε (2P loss
   Threads: 1 (measured faster than 2 on this shared 2-core machine).
 * ``naive-vmap``: ``vmap`` over all rows of a P × P identity at once (the obvious JAX code), run in
   a subprocess at smaller P to measure its peak memory (``ru_maxrss``) and time honestly.
+* memory: the sequential function's peak RSS in a fresh process at P ≈ 2·10³, 2.6·10⁴ and 8.5·10⁴,
+  against the P² floats a P × P matrix would take.
 
 Also measured: the chunk size's effect, and the backward/forward time ratio (``jax.value_and_grad``
 vs the loss alone). Timings interleave the implementations round-robin (other processes share the
@@ -106,6 +108,35 @@ def naive_child(sizes, batch) -> None:
                       "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
+def jaxnets_child(sizes, batch) -> None:
+    """The sequential finite-difference gradient in a fresh process; prints JSON with P, seconds
+    (after compilation) and peak RSS, to show its memory does not grow as P²."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from jaxnets import gradcheck
+
+    x, t, weights = make_problem(sizes, batch)
+    params = jax_params(weights)
+    fd = gradcheck.sequential_finite_difference_fn(jax_model(sizes), jax_head(t))
+    xj = jax.numpy.asarray(x)
+    jax.block_until_ready(fd(params, xj))
+    started = time.perf_counter()
+    jax.block_until_ready(fd(params, xj))
+    print(json.dumps({"P": sum(int(v.size) for v in jax.tree_util.tree_leaves(params)),
+                      "seconds": time.perf_counter() - started,
+                      "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+
+
+def child_row(flag: str, sizes, batch) -> dict:
+    """Runs this file with ``flag`` (a child mode) in a subprocess and returns its JSON line."""
+    run = subprocess.run([sys.executable, __file__, flag, ",".join(map(str, sizes)), "--batch", str(batch)],
+                         capture_output=True, text=True, timeout=600)
+    if run.returncode != 0:
+        return {"P": None, "error": (run.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: small network, 1 repeat")
@@ -113,9 +144,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunks", default="32,128", help="chunk sizes to time")
     parser.add_argument("--naive-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--jaxnets-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.naive_child:
-        naive_child(tuple(int(v) for v in args.naive_child.split(",")), args.batch)
+    if args.naive_child or args.jaxnets_child:
+        child = naive_child if args.naive_child else jaxnets_child
+        child(tuple(int(v) for v in (args.naive_child or args.jaxnets_child).split(",")), args.batch)
         return {}
 
     import jax
@@ -182,12 +215,10 @@ def main(argv=None) -> dict:
 
     naive = []
     for naive_sizes in ([(8, 16, 16, 10)] if args.quick else [(16, 32, 32, 10), (32, 64, 64, 10)]):
-        run = subprocess.run([sys.executable, __file__, "--naive-child", ",".join(map(str, naive_sizes)),
-                              "--batch", str(args.batch)], capture_output=True, text=True, timeout=600)
-        if run.returncode != 0:
-            naive.append({"P": None, "error": (run.stderr.strip().splitlines() or ["?"])[-1][:200]})
+        row = child_row("--naive-child", naive_sizes, args.batch)
+        if row["P"] is None:
+            naive.append(row)
             continue
-        row = json.loads(run.stdout.strip().splitlines()[-1])
         xs, ts, ws = make_problem(naive_sizes, args.batch)  # jaxnets at the same size, in this process
         fn, ps = gradcheck.finite_difference_fn(jax_loss(naive_sizes, xs, ts)), jax_params(ws)
         jax.block_until_ready(fn(ps))
@@ -196,11 +227,17 @@ def main(argv=None) -> dict:
         naive.append(row)
     print("naive vmap over a P×P identity (subprocess, peak RSS):")
     print(common.format_table(naive, ["P", "seconds", "maxrss_gb", "P2_float64_gb", "jaxnets_seconds"]))
+    memory = [child_row("--jaxnets-child", sizes_, args.batch) for sizes_ in
+              ([(8, 16, 16, 10), (16, 32, 32, 10)] if args.quick else [(16, 32, 32, 10), sizes, (64, 256, 256, 10)])]
+    print("jaxnets sequential_finite_difference_fn (subprocess, peak RSS; a P×P float64 matrix would need P2_gb):")
+    for row in memory:
+        row["P2_gb"] = row["P"] ** 2 * 8 / 2**30 if row.get("P") else None
+    print(common.format_table(memory, ["P", "seconds", "maxrss_gb", "P2_gb"]))
 
     torch_seconds = min(times["torch.autograd.gradcheck"])
     best_generic = min((k for k in times if k.startswith("jaxnets-generic")), key=lambda k: min(times[k]))
     best = min((k for k in times if k.startswith("jaxnets")), key=lambda k: min(times[k]))
-    result = {"P": P, "batch": args.batch, "rows": rows, "ratios": ratios, "naive": naive, "best": best}
+    result = {"P": P, "batch": args.batch, "rows": rows, "ratios": ratios, "naive": naive, "memory": memory, "best": best}
     print(json.dumps(common.machine_info()))
     print(f"generic ({best_generic}): jaxnets_fd_vs_torch_gradcheck={torch_seconds / min(times[best_generic]):.2f} "
           f"fd_seconds={min(times[best_generic]):.3f}")
