@@ -7,7 +7,8 @@ CNN/ResNet with BN + augmentation ≥ 94%).
   augmentation below (without it, none).
 * ``resnet``: ``models.resnet(widths=..., blocks=...)`` (batch norm in every block), AdamW
   (weight decay 5e-4), one warm-up epoch to 3e-3 then cosine decay, batch 128, augmentation each
-  epoch: random crop of the image padded by 2 pixels (zeros) and random horizontal flip.
+  epoch (:func:`jaxnets.augment.augment`): random shifts by up to ``--shift`` (2) pixels, the
+  background moved in, and random horizontal flips.
 
 The test set is evaluated after every epoch and only reported (no model selection on it); the
 accuracy to quote is the last epoch's. Output: one JSON object per epoch on stdout and in ``--out``
@@ -34,26 +35,11 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from jaxnets import models  # noqa: E402
+from jaxnets.augment import augment  # noqa: E402
 from jaxnets.data import load_dataset  # noqa: E402
 from jaxnets.train import TrainState, make_epoch_fn, make_evaluate_fn  # noqa: E402
 
 BATCH = 128
-
-
-def augment(key: jax.Array, x: jax.Array, pad: int = 2) -> jax.Array:
-    """Random crop (after zero padding by ``pad``) and random horizontal flip of each image.
-    x: (N, H, W, C) → (N, H, W, C)."""
-    n, h, w, c = x.shape
-    crop_key, flip_key = jax.random.split(key)
-    offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * pad + 1)
-    flips = jax.random.bernoulli(flip_key, 0.5, (n,))
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-
-    def one(image, offset, flip):  # image: (H + 2p, W + 2p, C)
-        crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
-        return jnp.where(flip, crop[:, ::-1, :], crop)
-
-    return jax.vmap(one)(padded, offsets, flips)
 
 
 def build(name: str, steps_per_epoch: int, epochs: int, args):
@@ -78,8 +64,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--blocks", default="1,1,1", help="resnet blocks per stage")
     parser.add_argument("--lr", type=float, default=1e-3, help="lenet: peak learning rate")
     parser.add_argument("--dropout", type=float, default=0.0, help="lenet: dropout after each hidden dense layer")
-    parser.add_argument("--augment", action="store_true", help="lenet: random crop (±--crop px) and flip each epoch")
-    parser.add_argument("--crop", type=int, default=2, help="augmentation: crop offset in pixels (0: flips only)")
+    parser.add_argument("--augment", action="store_true", help="lenet: random shifts (±--shift px) and flips each epoch")
+    parser.add_argument("--shift", type=int, default=2, help="augmentation: largest shift in pixels (0: flips only)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,048 examples, 1 epoch")
     parser.add_argument("--out", default=None, help="append one JSON line per epoch here")
     args = parser.parse_args(argv)
@@ -99,7 +85,7 @@ def main(argv=None) -> dict:
     ts = TrainState(params, state, optimizer.init(params))
     epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=BATCH))
     evaluate = make_evaluate_fn(model, "cross_entropy")
-    augment_fn = jax.jit(lambda k, v: augment(k, v - background, pad=args.crop) + background)
+    augment_fn = jax.jit(lambda k, v: augment(k, v, shift=args.shift, flip=True, fill=background))
     print(json.dumps({"config": {k: v for k, v in vars(args).items() if k != "out"}}), flush=True)
     started, history = time.perf_counter(), []
     for epoch in range(epochs):

@@ -1,12 +1,13 @@
 """jaxnets: the neural networks of the lecture notes as pure JAX functions over pytrees.
 
 ``import jaxnets as jn``; layers live in ``jn.nn``, models in ``jn.models``, losses in
-``jn.losses``, optimizers in ``jn.optim``, data in ``jn.data``; ``jn.fit`` trains one network and
+``jn.losses``, optimizers in ``jn.optim``, data in ``jn.data`` (augmentation in ``jn.augment``); ``jn.fit`` trains one network and
 ``jn.fit_seeds`` many at once. The Flax adapter is imported explicitly:
 ``from jaxnets.flax_adapter import FlaxModel``.
 """
 
 from jaxnets import activations as activations
+from jaxnets import augment as augment
 from jaxnets import backprop as backprop
 from jaxnets import checkpoint as checkpoint
 from jaxnets import data as data

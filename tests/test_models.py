@@ -108,6 +108,23 @@ def test_reshape_max_pool_equals_numpy(key):
     np.testing.assert_array_equal(overlapping, reference)
 
 
+def test_modern_lenet_dropout_follows_each_hidden_dense_layer(key):
+    model = models.lenet5("modern", dropout=0.3)
+    kinds = [type(layer).__name__ for _, layer in model.layers]
+    assert kinds[-7:] == ["Dense", "Activation", "Dropout", "Dense", "Activation", "Dropout", "Dense"]
+    params, state = model.init(key, (4, 28, 28, 1))
+    assert sum(v.size for v in jax.tree_util.tree_leaves(params)) == 61_706  # dropout adds no parameters
+    x = jax.random.normal(key, (4, 28, 28, 1))
+    evaluation = model.apply(params, state, x)[0]
+    np.testing.assert_array_equal(evaluation, models.lenet5("modern").apply(params, state, x)[0])
+    trained = model.apply(params, state, x, key=jax.random.PRNGKey(1), train=True)[0]
+    assert not np.allclose(trained, evaluation)
+    with pytest.raises(ValueError, match="1998 variant has no dropout"):
+        models.lenet5("1998", dropout=0.5)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        models.lenet5(dropout=1.0)
+
+
 def test_preferred_engine_and_bad_arguments():
     assert models.lenet5().preferred_engine("cpu") == "scan"
     assert models.lenet5(conv="xla").preferred_engine("cpu") == "step"
