@@ -21,7 +21,7 @@ reported) because other processes may load the CPU. Part 1 also reports the time
 compilation (epochs after the first). The last line is
 ``vmapped_seeds_speedup=<vs a> vs_flax_loop=<vs b>`` (medians).
 
-Command: ``python benchmarks/bench_seeds.py`` (≈ 10 min on 2 CPU cores, 2 repetitions;
+Command: ``python benchmarks/bench_seeds.py`` (≈ 5 min on 2 CPU cores, 2 repetitions;
 ``--quick``: 8 seeds, 10 epochs, 1 repetition, 10 000 Fashion-MNIST images, ≈ 2 min).
 """
 
