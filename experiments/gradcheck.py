@@ -9,7 +9,7 @@ differentiating layer by layer from scratch costs O(L²) against backprop's O(L)
 Command: ``python -m experiments gradcheck`` (full) or ``python -m experiments gradcheck --quick`` (CI).
 Run time on the 2-core CPU: quick ≈ 1–1.5 min (mostly compilation; MLPs with sigmoid/tanh/ReLU/ELU with
 2 hidden layers in float32 and float64, a small CNN, 12 ε values, P up to ≈ 10⁵ for backprop and
-≈ 10⁴ for finite differences, depths 1–8); full ≈ 5–10 min (depths 1/2/4, P up to ≈ 10⁶ and
+≈ 10⁴ for finite differences, depths 1–8); full ≈ 2.5 min (depths 1/2/4, P up to ≈ 10⁶ and
 ≈ 4·10⁴, depths up to 24).
 Expected result: float64 relative errors ≈ 1e-9–1e-10 between finite differences and autodiff for
 the smooth activations (target ≤ 1e-7), ≈ 1e-16 between hand backprop and ``jax.grad``; float32
