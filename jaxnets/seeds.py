@@ -135,13 +135,28 @@ def _num_runs(keys: Array) -> int:
     return int(keys.shape[0])
 
 
-def _shardings(runs: int, devices: Sequence[jax.Device] | None) -> tuple[NamedSharding, NamedSharding]:
-    """(run axis split over devices, replicated) shardings on the first gcd(runs, len(devices)) devices."""
+def _shardings(runs: int, devices: Sequence[jax.Device] | None) -> tuple[NamedSharding, NamedSharding, int]:
+    """(run axis split over devices, replicated) shardings on the first min(runs, len(devices))
+    devices, and the number of runs padded up to a multiple of that many devices."""
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("fit_seeds: devices is empty")
-    mesh = Mesh(np.array(devices[:math.gcd(runs, len(devices))]), ("runs",))
-    return NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
+    used = min(runs, len(devices))
+    mesh = Mesh(np.array(devices[:used]), ("runs",))
+    return NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec()), -(-runs // used) * used
+
+
+def _pad_runs(tree: Any, padded: int) -> Any:
+    """Leaves (runs, …) → (padded, …), the extra runs copies of the last one (trained, then dropped)."""
+    def pad(leaf):
+        extra = padded - leaf.shape[0]
+        return leaf if extra == 0 else jnp.concatenate([leaf, jnp.repeat(leaf[-1:], extra, axis=0)])
+    return jax.tree.map(pad, tree)
+
+
+def _first_runs(tree: Any, runs: int) -> Any:
+    """The first ``runs`` runs of every leaf (the tree itself when there is no padding)."""
+    return jax.tree.map(lambda leaf: leaf if leaf.shape[0] == runs else leaf[:runs], tree)
 
 
 def fit_seeds(
@@ -182,8 +197,9 @@ def fit_seeds(
       on_non_finite: ``"raise"`` (NonFiniteError naming the runs) or ``"record"`` (keep training
         the others; ``diverged_epoch`` says which runs diverged and when).
       callback: called as ``callback(epoch, record)`` after each finished (and saved) epoch.
-      devices: devices to split the runs over (default: ``jax.local_devices()``); the first
-        ``gcd(runs, len(devices))`` are used, so every device gets the same number of runs.
+      devices: devices to split the runs over (default: ``jax.local_devices()``). When the runs
+        do not divide evenly, copies of the last run fill the last shard (trained and dropped):
+        5 runs on 2 devices train as 6.
 
     Returns a :class:`SeedsResult` (its arrays on the first device). All runs train for ``epochs``
     epochs (no early stopping).
@@ -198,7 +214,7 @@ def fit_seeds(
         if leaf.shape[:1] != (runs,):
             raise ValueError(f"fit_seeds: params leaf {jax.tree_util.keystr(path)} has shape {leaf.shape}; "
                              f"expected a leading run axis of {runs} (one per key)")
-    run_sharding, replicated = _shardings(runs, devices)
+    run_sharding, replicated, padded = _shardings(runs, devices)
     x, t = jax.device_put((x, t), replicated)
     classification = is_classification(loss)
     steps = x.shape[0] // batch_size
@@ -227,18 +243,19 @@ def fit_seeds(
         history = {k: [np.asarray(v) for v in values] for k, values in meta["history"].items()}
         diverged = np.asarray(meta["diverged_epoch"])
         start_epoch = int(meta["epoch"]) + 1
-    ts, keys = jax.device_put((ts, jnp.asarray(keys)), run_sharding)
+    # a number of runs that does not divide among the devices is padded with copies of the last run
+    padded_ts, padded_keys = jax.device_put(_pad_runs((ts, jnp.asarray(keys)), padded), run_sharding)
 
     bar = tqdm(range(start_epoch, epochs), desc=description, disable=not progress, leave=True,
                initial=start_epoch, total=epochs, unit="epoch")
     for epoch in bar:
         started = time.perf_counter()
-        ts, (losses, corrects) = run_epoch(ts, x, t, epoch_keys(keys, epoch), 0.0, 0.0)
-        losses = np.asarray(losses)  # (runs, steps)
+        padded_ts, (losses, corrects) = run_epoch(padded_ts, x, t, epoch_keys(padded_keys, epoch), 0.0, 0.0)
+        losses = np.asarray(losses)[:runs]  # (runs, steps)
         record = {"epoch": epoch, "train_loss": losses.mean(axis=1),
-                  "train_accuracy": (np.asarray(corrects).sum(axis=1) / (steps * batch_size)
+                  "train_accuracy": (np.asarray(corrects)[:runs].sum(axis=1) / (steps * batch_size)
                                      if classification else np.full((runs,), np.nan)),
-                  "learning_rate": _learning_rates(ts.opt_state, runs),
+                  "learning_rate": _learning_rates(padded_ts.opt_state, padded)[:runs],
                   "val_loss": np.full((runs,), np.nan), "val_accuracy": np.full((runs,), np.nan)}
         bad = ~np.all(np.isfinite(losses), axis=1)
         newly = bad & (diverged < 0)
@@ -247,11 +264,12 @@ def fit_seeds(
             raise NonFiniteError(f"non-finite training loss at epoch {epoch} in runs {np.flatnonzero(newly).tolist()} "
                                  f"(of {runs}); lower the learning rate, or pass on_non_finite='record'")
         if evaluate is not None:
-            val_loss, val_accuracy = evaluate(ts.params, ts.state, x_val, t_val)
-            record["val_loss"] = np.asarray(val_loss)
-            record["val_accuracy"] = np.asarray(val_accuracy) if classification else np.full((runs,), np.nan)
+            val_loss, val_accuracy = evaluate(padded_ts.params, padded_ts.state, x_val, t_val)
+            record["val_loss"] = np.asarray(val_loss)[:runs]
+            record["val_accuracy"] = np.asarray(val_accuracy)[:runs] if classification else np.full((runs,), np.nan)
         if metrics is not None:
-            record.update({k: np.asarray(v) for k, v in metrics(ts.params, ts.state, *metrics_data).items()})
+            stats = metrics(padded_ts.params, padded_ts.state, *metrics_data)
+            record.update({k: np.asarray(v)[:runs] for k, v in stats.items()})
         record["seconds"] = time.perf_counter() - started
         for name, value in record.items():
             history.setdefault(name, []).append(value)
@@ -263,12 +281,13 @@ def fit_seeds(
                 postfix["val_acc"] = np.mean(record["val_accuracy"][ok]) if ok.any() else np.nan
         bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()} | {"runs": runs})
         if checkpoint_dir is not None:
-            ckpt.save_checkpoint(checkpoint_dir, epoch, {"train": ts, "keys": keys},
+            ckpt.save_checkpoint(checkpoint_dir, epoch, {"train": _first_runs(padded_ts, runs), "keys": keys},
                                  metadata={"epoch": epoch, "history": _to_json(history),
                                            "diverged_epoch": diverged.tolist()})
         if callback is not None:
             callback(epoch, record)
     bar.close()
-    ts = jax.device_put(ts, replicated.mesh.devices.flat[0])  # one device: usable with any other array
+    # the real runs, on one device: usable with any other array
+    ts = jax.device_put(_first_runs(padded_ts, runs), replicated.mesh.devices.flat[0])
     return SeedsResult(ts.params, ts.state, ts.opt_state,
                        {k: np.asarray(v) for k, v in history.items()}, diverged)

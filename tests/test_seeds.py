@@ -163,19 +163,24 @@ from jaxnets import data, models, optim, runtime
 runtime.use_cpu_devices(2)
 from jaxnets.seeds import _shardings, fit_seeds, init_runs, seed_keys
 assert len(jax.devices()) == 2
-assert _shardings(4, jax.devices())[0].mesh.size == 2 and _shardings(3, jax.devices())[0].mesh.size == 1
+for runs, used, padded in ((4, 2, 4), (3, 2, 4), (1, 1, 1)):
+    sharding, _, padded_runs = _shardings(runs, jax.devices())
+    assert (sharding.mesh.size, padded_runs) == (used, padded), (runs, sharding.mesh.size, padded_runs)
 x, y = data.make_synthetic("spirals", 256, key=jax.random.PRNGKey(0))
 model = models.mlp([16, 16, 2], activation="tanh")
-keys = seed_keys(list(range(4)))
-params, state = init_runs(model, keys, x[:1])
-kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=3, batch_size=32, keys=keys,
-          progress=False, validation_data=(x, y))
-split = fit_seeds(model, params, state, (x, y), **kw)  # 2 runs on each device
-one = fit_seeds(model, params, state, (x, y), devices=jax.devices()[:1], **kw)
-for a, b in zip(jax.tree.leaves(split.params), jax.tree.leaves(one.params)):
-    assert a.sharding.device_set == {jax.devices()[0]}, a.sharding
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-np.testing.assert_allclose(split.history["val_loss"], one.history["val_loss"], rtol=1e-5)
+for runs in (4, 3):  # 2 runs on each device; 3 runs padded to 4 with a copy of the last
+    keys = seed_keys(list(range(runs)))
+    params, state = init_runs(model, keys, x[:1])
+    kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=3, batch_size=32, keys=keys,
+              progress=False, validation_data=(x, y), metrics_fn=lambda p, s: {"w_norm": jax.numpy.linalg.norm(p["dense1"]["w"])})
+    split = fit_seeds(model, params, state, (x, y), **kw)
+    one = fit_seeds(model, params, state, (x, y), devices=jax.devices()[:1], **kw)
+    for a, b in zip(jax.tree.leaves(split[:3]), jax.tree.leaves(one[:3])):  # params, state, opt_state
+        assert a.sharding.device_set == {jax.devices()[0]} and a.shape == b.shape and a.shape[0] == runs
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for name in ("train_loss", "val_loss", "learning_rate", "w_norm"):  # (epochs, runs)
+        assert split.history[name].shape == (3, runs), (name, split.history[name].shape)
+        np.testing.assert_allclose(split.history[name], one.history[name], rtol=1e-5)
 print("ok")
 """
 
