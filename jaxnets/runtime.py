@@ -5,7 +5,7 @@ second per epoch afterwards). ``enable_compilation_cache`` turns on JAX's persis
 program compiled once — in this process or an earlier one — is loaded instead of recompiled. The
 cache is keyed by the compiled program; it never changes results.
 
-XLA:CPU runs the small matrix products of a small network on one thread, so a program that trains
+XLA:CPU runs the small matrix products of a small network mostly on one thread, so a program that trains
 many seeds at once (:func:`jaxnets.seeds.fit_seeds`) leaves the other cores idle. ``use_cpu_devices``
 makes JAX expose one CPU device per core; ``fit_seeds`` then splits its runs over them (one shard
 of runs per device, run in parallel).

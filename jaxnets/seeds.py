@@ -11,7 +11,7 @@ rounding of batched matrix products).
 When JAX has several devices (several CPU devices after :func:`jaxnets.runtime.use_cpu_devices`,
 or several GPUs), the runs are split over them: the run axis is sharded (``jax.sharding``), the
 data replicated, and each device trains its share of the runs in parallel. XLA:CPU runs a small
-network's step on one thread, so on a 2-core CPU this is how the second core helps.
+network's step mostly on one thread, so on a 2-core CPU this is how the second core helps.
 
 Learning rates can differ between runs (``learning_rates=``, one per run) when the optimizer's
 learning rate is injectable (:func:`jaxnets.optim.optimizer`): it lives in the stacked optimizer
