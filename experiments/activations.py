@@ -7,12 +7,12 @@ in deep nets, and do ReLU units die?
 
 Command: ``python -m experiments activations`` (full) or ``python -m experiments activations --quick``
 (what CI runs); ``--dataset digits``, ``--seeds N``, ``--out DIR`` as for every experiment.
-Run time on the 2-core CPU: quick ≈ 2–4 min (6 activations × depths 2/5/10, suited initialiser,
-3 seeds, 5 epochs on 4 000 Fashion-MNIST images; 4.0 min measured while other jobs loaded the CPU
-to a load average of 8–9); full: 30 runs (adds a common Glorot initialiser), 5 seeds, 10 epochs on
-12 000 images: 21.7 min measured (load average 7–10 from other jobs). Each (activation,
-depth, initialiser) trains all its seeds together in one compiled program
-(:func:`jaxnets.seeds.fit_seeds`).
+Run time on the 2-core CPU, nothing else running: quick 2.0 min (6 activations × depths 2/5/10,
+suited initialiser, 3 seeds, 5 epochs on 4 000 Fashion-MNIST images); full 6.5 min (30 runs: adds a
+common Glorot initialiser; 5 seeds, 10 epochs on 12 000 images; 9.1 min on one CPU device, 21.7 min
+when other jobs loaded the CPU to a load average of 7–10). Each (activation, depth, initialiser)
+trains all its seeds together in one compiled program (:func:`jaxnets.seeds.fit_seeds`), split over
+the CPU cores that ``python -m experiments`` exposes as devices.
 Expected result on Fashion-MNIST (SGD with momentum 0.9, lr 0.01, width 128; quick-mode numbers):
 ReLU, leaky ReLU, ELU and tanh reach ≈ 0.79–0.82 test accuracy at every depth; sigmoid reaches
 ≈ 0.63 at depth 2 and does not train at depths 5 and 10 (0.10: the first layer's gradient is

@@ -138,9 +138,7 @@ def is_finished(out: Path, config: Any) -> bool:
     summary = read_summary(out)
     if summary is None or "config" not in summary:
         return False
-    stored = {k: v for k, v in summary["config"].items() if k != "out"}
-    as_strings = {k: str(v) for k, v in dataclasses.asdict(config).items() if k != "out"}
-    return stored == config_dict(config) or stored == as_strings
+    return {k: v for k, v in summary["config"].items() if k != "out"} == config_dict(config)
 
 
 def clear_outputs(out: Path) -> None:

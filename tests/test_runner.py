@@ -207,3 +207,23 @@ def test_command_line_sets_up_cpu_devices_and_rejects_an_unknown_name():
                             "except SystemExit: pass\nimport os; print(len(jax.devices('cpu')) == (os.cpu_count() or 1))"],
                            capture_output=True, text=True, cwd=root, timeout=300)
     assert probe.stdout.strip().splitlines()[-1] == "True", probe.stderr[-2000:]
+
+
+def test_all_experiments_in_quick_mode_from_the_command_line(tmp_path):
+    # What the issues ask CI to run: `python -m experiments all --quick` (the main job in quick mode, the
+    # gradient check's and the activation study's --quick), end to end in a fresh process.
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-m", "experiments", "all", "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=root, timeout=1200)
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
+    index = (tmp_path / "REPORT.md").read_text()
+    for name in runner.EXPERIMENTS:
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["config"]["quick"] is True
+        assert f"[{name}]({name}/report.md)" in index and (tmp_path / name / "report.md").stat().st_size > 0
+    study = json.loads((tmp_path / "activations" / "summary.json").read_text())
+    assert {(r["activation"], r["depth"]) for r in study["runs"]} == {
+        (a, d) for a in ("sigmoid", "tanh", "relu", "elu", "leaky_relu", "softplus") for d in (2, 5, 10)}
+    assert all(len(r["seeds"]) >= 3 for r in study["runs"])
