@@ -3,10 +3,10 @@ short versions of the activation study and the gradient check.
 
 Command: ``bash scripts/run.sh`` (sets up, then runs ``python -m experiments main``);
 ``python -m experiments main --quick`` trains the MLP for 2 epochs and skips the studies.
-Run time on a 2-core CPU: about 2 minutes (1 min 53 s measured from a fresh clone after set-up: the
-MLP, then the short activation study and the quick gradient check). Expected result: MLP test accuracy ≈ 0.89 on Fashion-MNIST (≥ 0.88;
-scikit-learn's MLPClassifier: 0.877), ≈ 0.975 on digits; the activation table shows sigmoid
-falling behind at depth 5. The last line printed is ``dataset=<name> test_accuracy=<x>``.
+Run time on a 2-core CPU: about 2 minutes (1 min 53 s measured from a fresh clone after set-up:
+the MLP, then the short activation study and the quick gradient check). Expected result: MLP test
+accuracy ≈ 0.89 on Fashion-MNIST (≥ 0.88; scikit-learn's MLPClassifier: 0.877), ≈ 0.975 on
+digits; the activation table shows sigmoid falling behind at depth 5. The last line printed is ``dataset=<name> test_accuracy=<x>``.
 Outputs in ``results/main/``: summary.json, history.csv, learning_curve.png, report.md, and the
 studies' reports in ``results/main/activations/`` and ``results/main/gradcheck/``.
 """
