@@ -158,6 +158,7 @@ def test_diverging_run_is_recorded_or_raised():
 
 
 SHARDED_SCRIPT = """
+import tempfile
 import jax, numpy as np
 from jaxnets import data, models, optim, runtime
 runtime.use_cpu_devices(2)
@@ -181,6 +182,13 @@ for runs in (4, 3):  # 2 runs on each device; 3 runs padded to 4 with a copy of 
     for name in ("train_loss", "val_loss", "learning_rate", "w_norm"):  # (epochs, runs)
         assert split.history[name].shape == (3, runs), (name, split.history[name].shape)
         np.testing.assert_allclose(split.history[name], one.history[name], rtol=1e-5)
+# interrupted after 2 epochs and resumed: the padded run is not saved, and resuming equals not stopping
+with tempfile.TemporaryDirectory() as ckpt:
+    fit_seeds(model, params, state, (x, y), checkpoint_dir=ckpt, **{**kw, "epochs": 2})
+    resumed = fit_seeds(model, params, state, (x, y), checkpoint_dir=ckpt, **kw)
+for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(split.params)):
+    np.testing.assert_array_equal(a, b)
+np.testing.assert_array_equal(resumed.history["train_loss"], split.history["train_loss"])
 print("ok")
 """
 
