@@ -24,7 +24,6 @@ sequential ``fit`` calls and a Flax jit-per-step loop.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
