@@ -1,14 +1,14 @@
-"""The runtime around a run: the persistent XLA compilation cache, CPU devices, and the facts a run records.
+"""The runtime around a run: the XLA compilation cache, CPU devices, and the facts a run records.
 
 XLA compilation dominates the first epoch of a small model on CPU (seconds, against a fraction of a
 second per epoch afterwards). ``enable_compilation_cache`` turns on JAX's persistent cache, so a
 program compiled once — in this process or an earlier one — is loaded instead of recompiled. The
 cache is keyed by the compiled program; it never changes results.
 
-XLA:CPU runs the small matrix products of a small network mostly on one thread, so a program that trains
-many seeds at once (:func:`jaxnets.seeds.fit_seeds`) leaves the other cores idle. ``use_cpu_devices``
-makes JAX expose one CPU device per core; ``fit_seeds`` then splits its runs over them (one shard
-of runs per device, run in parallel).
+XLA:CPU runs the small matrix products of a small network mostly on one thread, so a program that
+trains many seeds at once (:func:`jaxnets.seeds.fit_seeds`) leaves the other cores idle.
+``use_cpu_devices`` makes JAX expose one CPU device per core; ``fit_seeds`` then splits its runs
+over them (one shard of runs per device, run in parallel).
 
 Both are opt-in; the experiment runner (``python -m experiments``) switches both on, the test suite
 the cache.
@@ -48,7 +48,8 @@ def use_cpu_devices(count: int | None = None) -> int:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError as error:
         raise RuntimeError(f"use_cpu_devices({count}) came too late: JAX already runs with "
-                           f"{len(jax.devices('cpu'))} CPU device(s); call it before the first JAX computation") from error
+                           f"{len(jax.devices('cpu'))} CPU device(s); call it before the first JAX "
+                           "computation") from error
     return count
 
 
