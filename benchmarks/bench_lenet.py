@@ -43,31 +43,10 @@ VARIANTS = ("jaxnets-xla-scan", "jaxnets-xla-step")
 
 
 def make_jaxnets(x, y, engine: str = "scan", conv: str = "im2col", seed: int = 0) -> Callable:
-    import jax
-    import jax.numpy as jnp
+    from jaxnets import models
 
-    from jaxnets import models, optim
-    from jaxnets.loop import _step_engine
-    from jaxnets.train import TrainState, make_epoch_fn
-
-    model = models.lenet5("modern", conv=conv)
-    optimizer = optim.optimizer("adam", LEARNING_RATE)
-    params, state = model.init(jax.random.PRNGKey(seed), x[:1])
-    if engine == "scan":
-        epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=BATCH))
-    else:
-        epoch_fn = _step_engine(model, "cross_entropy", optimizer, BATCH, None)
-    x_dev, y_dev = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
-    carry = {"ts": TrainState(params, state, optimizer.init(params)), "epoch": 0}
-    key = jax.random.PRNGKey(seed)
-
-    def run_epoch():
-        carry["ts"], (losses, corrects) = epoch_fn(carry["ts"], x_dev, y_dev, jax.random.fold_in(key, carry["epoch"]), 0.0, 0.0)
-        carry["epoch"] += 1
-        losses = np.asarray(losses)
-        return float(losses.mean()), float(np.sum(corrects)) / (losses.size * BATCH)
-
-    return run_epoch
+    return common.jaxnets_epoch_fn(models.lenet5("modern", conv=conv), x, y, engine=engine, batch_size=BATCH,
+                                   learning_rate=LEARNING_RATE, seed=seed)
 
 
 def _flax_model():

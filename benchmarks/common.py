@@ -222,6 +222,39 @@ def fashion_mnist_train() -> tuple[np.ndarray, np.ndarray, str]:
     )
 
 
+def jaxnets_epoch_fn(model, x, y, *, engine: str, batch_size: int, learning_rate: float,
+                     seed: int = 0) -> Callable[[], tuple[float, float]]:
+    """A jaxnets model trained the way ``jaxnets.fit`` trains it, one epoch per call: Adam at
+    ``learning_rate``, the scanned epoch (``engine="scan"``) or the per-step engine (``"step"``),
+    epoch e keyed by ``fold_in(key, e)``, l1 = l2 = 0.0 (Python floats). x: (N, …), y: (N,).
+    Returns ``run_epoch() -> (mean loss, accuracy)``, blocking until the epoch is done."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxnets import optim
+    from jaxnets.loop import _step_engine  # what fit(engine="step") runs
+    from jaxnets.train import TrainState, make_epoch_fn
+
+    optimizer = optim.optimizer("adam", learning_rate)
+    params, state = model.init(jax.random.PRNGKey(seed), x[:1])
+    if engine == "scan":
+        epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=batch_size))
+    else:
+        epoch_fn = _step_engine(model, "cross_entropy", optimizer, batch_size, None)
+    x_dev, y_dev = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
+    carry = {"ts": TrainState(params, state, optimizer.init(params)), "epoch": 0}
+    key = jax.random.PRNGKey(seed)
+
+    def run_epoch():
+        carry["ts"], (losses, corrects) = epoch_fn(carry["ts"], x_dev, y_dev, jax.random.fold_in(key, carry["epoch"]),
+                                                   0.0, 0.0)
+        carry["epoch"] += 1
+        losses = np.asarray(losses)
+        return float(losses.mean()), float(np.sum(corrects)) / (losses.size * batch_size)
+
+    return run_epoch
+
+
 def torch_epoch_fn(model, optimizer, images, labels, batch_size: int) -> Callable[[], tuple[float, float]]:
     """The idiomatic PyTorch training epoch over pre-made tensors (images: (N, …), labels: (N,) int64):
     shuffle with ``torch.randperm``, then per batch index-slice, zero the grads, forward, cross-entropy,
