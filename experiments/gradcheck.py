@@ -291,6 +291,12 @@ def judge(summary: dict) -> list[dict]:
     return claims
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(summary: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for dtype in ("float32", "float64"):
@@ -299,9 +305,7 @@ def plot(summary: dict, out: Path) -> None:
     ax.set(xlabel="ε", ylabel="relative error vs jax.grad", title="Central differences: truncation vs round-off")
     ax.invert_xaxis()
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "eps_sweep.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "eps_sweep.png")
 
     rows = summary["cost_vs_params"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -313,9 +317,7 @@ def plot(summary: dict, out: Path) -> None:
     ax.loglog([r["num_params"] for r in fd], [r["fd_seconds"] for r in fd], "d-", label="central differences (all P)")
     ax.set(xlabel="parameters P", ylabel="seconds", title="Cost vs number of parameters (float64)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "time_vs_params.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "time_vs_params.png")
 
     rows = summary["cost_vs_depth"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -324,9 +326,7 @@ def plot(summary: dict, out: Path) -> None:
     ax.loglog(L, [r["naive_seconds"] for r in rows], "s-", label="per-layer from scratch")
     ax.set(xlabel="hidden layers", ylabel="seconds", title=f"Cost vs depth (width {DEPTH_WIDTH}, float64)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "time_vs_depth.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "time_vs_depth.png")
 
 
 def report(summary: dict) -> str:
