@@ -5,6 +5,7 @@
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -47,6 +48,28 @@ def numpy_init(layer, in_shape, dtype=np.float32, seed=0):
 
     params, state = jax.tree_util.tree_map_with_path(fill, shapes)
     return params, state, rng.standard_normal(in_shape).astype(dtype)
+
+
+def assert_output_shape_agrees(layer, in_shape, out_shape, init_key, **apply_kwargs):
+    """``layer.output_shape(in_shape)`` and the shape ``apply`` returns both equal the hand-computed
+    ``out_shape`` (init and apply are traced with ``jax.eval_shape``, nothing is run). Returns the
+    state before and after apply (their shape structures)."""
+    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
+    params, state = jax.eval_shape(layer.init, init_key, x)
+    y, new_state = jax.eval_shape(lambda p, s, v: layer.apply(p, s, v, **apply_kwargs), params, state, x)
+    assert layer.output_shape(in_shape) == out_shape
+    assert y.shape == out_shape
+    return state, new_state
+
+
+def assert_jit_equals_eager(layer, in_shape, *, rtol: float, atol: float, **apply_kwargs) -> None:
+    """``apply`` under ``jax.jit`` equals eager ``apply`` (output and new state) to ``rtol``/``atol``,
+    on params and input from :func:`numpy_init`."""
+    params, state, x = numpy_init(layer, in_shape)
+    eager = layer.apply(params, state, x, **apply_kwargs)
+    compiled = jax.jit(lambda p, s, v: layer.apply(p, s, v, **apply_kwargs))(params, state, x)
+    for a, b in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(compiled)):
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=atol)
 
 
 def assert_layer_gradients_match(layer, in_shape, *, train: bool = False) -> None:

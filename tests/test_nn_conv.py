@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import assert_layer_gradients_match, numpy_init
+from conftest import assert_jit_equals_eager, assert_layer_gradients_match, assert_output_shape_agrees
 from jaxnets.nn import (Activation, BatchNorm, Conv1D, Conv2D, Dense, Flatten, LayerError, LocallyConnected2D,
                         ResidualBlock, Sequential)
 from jaxnets.nn.conv import explicit_pads
@@ -126,19 +126,12 @@ IDS = [f"{type(layer).__name__}-{i}" for i, (layer, _, _) in enumerate(LAYERS)]
 
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_output_shape_agrees_with_apply(layer, in_shape, out_shape, key):
-    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
-    params, state = jax.eval_shape(layer.init, key, x)  # traced, not run: apply's shape is what matters
-    y, _ = jax.eval_shape(layer.apply, params, state, x)
-    assert layer.output_shape(in_shape) == out_shape
-    assert y.shape == out_shape
+    assert_output_shape_agrees(layer, in_shape, out_shape, key)
 
 
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
-    params, state, x = numpy_init(layer, in_shape)
-    eager, _ = layer.apply(params, state, x)
-    compiled, _ = jax.jit(layer.apply)(params, state, x)
-    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert_jit_equals_eager(layer, in_shape, rtol=1e-5, atol=1e-5)
 
 
 GRAD_LAYERS = [

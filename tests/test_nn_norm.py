@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import assert_layer_gradients_match, numpy_init
+from conftest import assert_jit_equals_eager, assert_layer_gradients_match, assert_output_shape_agrees
 from jaxnets.nn import BatchNorm, Conv2D, Dense, Dropout, LayerError, LayerNorm, Sequential
 
 
@@ -135,22 +135,14 @@ IDS = [f"{type(layer).__name__}-{i}" for i, (layer, _, _) in enumerate(LAYERS)]
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_output_shape_agrees_with_apply(layer, in_shape, out_shape, train, key):
-    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
-    params, state = jax.eval_shape(layer.init, key, x)
-    (y, new_state) = jax.eval_shape(lambda p, s, x: layer.apply(p, s, x, key=key, train=train), params, state, x)
-    assert layer.output_shape(in_shape) == out_shape
-    assert y.shape == out_shape
+    state, new_state = assert_output_shape_agrees(layer, in_shape, out_shape, key, key=key, train=train)
     assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
 
 
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
-    params, state, x = numpy_init(layer, in_shape)
     for train in (False, True):
-        eager = layer.apply(params, state, x, key=key, train=train)
-        compiled = jax.jit(lambda p, s, x, k: layer.apply(p, s, x, key=k, train=train))(params, state, x, key)
-        for a, b in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(compiled)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert_jit_equals_eager(layer, in_shape, rtol=1e-5, atol=1e-6, key=key, train=train)
 
 
 GRAD_CASES = [

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import central_difference_grad, numpy_init
+from conftest import assert_jit_equals_eager, assert_output_shape_agrees, central_difference_grad
 from jaxnets.nn import (AvgPool1D, AvgPool2D, Conv2D, GlobalAvgPool, LayerError, MaxPool1D, MaxPool2D,
                         Sequential)
 
@@ -94,19 +94,12 @@ IDS = [f"{type(layer).__name__}-{i}" for i, (layer, _, _) in enumerate(LAYERS)]
 
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_output_shape_agrees_with_apply(layer, in_shape, out_shape, key):
-    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
-    params, state = jax.eval_shape(layer.init, key, x)
-    y, _ = jax.eval_shape(layer.apply, params, state, x)
-    assert layer.output_shape(in_shape) == out_shape
-    assert y.shape == out_shape
+    assert_output_shape_agrees(layer, in_shape, out_shape, key)
 
 
 @pytest.mark.parametrize("layer,in_shape,out_shape", LAYERS, ids=IDS)
 def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
-    params, state, x = numpy_init(layer, in_shape)
-    eager, _ = layer.apply(params, state, x)
-    compiled, _ = jax.jit(layer.apply)(params, state, x)
-    np.testing.assert_allclose(compiled, eager, rtol=1e-6, atol=1e-6)
+    assert_jit_equals_eager(layer, in_shape, rtol=1e-6, atol=1e-6)
 
 
 GRAD_LAYERS = [
