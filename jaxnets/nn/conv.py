@@ -142,7 +142,10 @@ class _Windowed(Layer):
 
 
 @dataclasses.dataclass(frozen=True)
-class _ConvND(_Windowed):
+class _Kernel(_Windowed):
+    """The fields and checks of a layer with a ``kernel_size`` window of weights: convolutions and
+    the locally connected layer."""
+
     features: int
     kernel_size: int | Sequence[int]
     strides: int | Sequence[int] = 1
@@ -151,7 +154,6 @@ class _ConvND(_Windowed):
     use_bias: bool = True
     w_init: str | Callable = "glorot_uniform"
     b_init: str | Callable = "zeros"
-    in_channels: int | None = None
 
     def __post_init__(self):
         name = type(self).__name__
@@ -162,6 +164,11 @@ class _ConvND(_Windowed):
         object.__setattr__(self, "padding", normalize_padding(self.padding, self.ndim, name))
         get_initializer(self.w_init)
         get_initializer(self.b_init)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvND(_Kernel):
+    in_channels: int | None = None
 
     @property
     def default_name(self) -> str:
@@ -224,7 +231,7 @@ class Conv2D(_ConvND):
 
 
 @dataclasses.dataclass(frozen=True)
-class LocallyConnected2D(_Windowed):
+class LocallyConnected2D(_Kernel):
     """Locally connected 2-D layer: a convolution's wiring without weight sharing.
 
     x: (batch, height, width, in_channels) → y: (batch, out_height, out_width, features), with the
@@ -234,17 +241,7 @@ class LocallyConnected2D(_Windowed):
     The input's height and width are fixed at ``init``.
     """
 
-    features: int
-    kernel_size: int | Sequence[int]
-    strides: int | Sequence[int] = 1
-    padding: Padding = "VALID"
-    dilation: int | Sequence[int] = 1
-    use_bias: bool = True
-    w_init: str | Callable = "glorot_uniform"
-    b_init: str | Callable = "zeros"
     ndim = 2
-
-    __post_init__ = _ConvND.__post_init__
 
     @property
     def default_name(self) -> str:
