@@ -52,6 +52,12 @@ def default_tolerance(dtype: Any) -> float:
     return TOLERANCES.get(jnp.dtype(dtype).name, 1e-2)
 
 
+def _moved(flat: Array, i: Array, delta: Array) -> Array:
+    """``flat`` (n,) with coordinate ``i`` moved by ``delta`` (= ``flat.at[i].add(delta)``, written
+    with a one-hot so that ``vmap`` over ``i`` stays a dense elementwise op)."""
+    return flat + delta * (jnp.arange(flat.shape[0]) == i).astype(flat.dtype)
+
+
 def _check_method(method: str, chunk_size: int) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
@@ -112,7 +118,7 @@ def finite_difference_fn(loss: Callable[[PyTree], Array], *, method: str = "cent
             flat = leaf.reshape(-1)  # (n,)
 
             def value_at(i, delta, k=k, flat=flat, leaf=leaf):  # f with coordinate i of leaf k moved by delta
-                moved = flat + delta * (jnp.arange(flat.shape[0]) == i).astype(flat.dtype)  # (n,), = flat.at[i].add
+                moved = _moved(flat, i, delta)
                 return loss(jax.tree_util.tree_unflatten(
                     treedef, [*leaves[:k], moved.reshape(leaf.shape), *leaves[k + 1:]]))
 
@@ -193,13 +199,12 @@ def sequential_finite_difference_fn(model: Any, head: Callable[[Array], Array], 
                     value_at = _dense_rank_one(out, inputs[l], key, lambda y, l=l: run_from(l + 1, params, y))
                 else:
                     def value_at(i, delta, l=l, name=name, flat=flat, leaf=leaf, path=path, layer=layer):
-                        moved = (flat + delta * (jnp.arange(flat.shape[0]) == i).astype(flat.dtype)).reshape(leaf.shape)
-                        layer_params = _replace_leaf(params[name], path, moved)
+                        layer_params = _replace_leaf(params[name], path, _moved(flat, i, delta).reshape(leaf.shape))
                         y = layer.apply(layer_params, state.get(name, {}), inputs[l])[0]
                         return run_from(l + 1, params, y)
                 leaf_slopes = _leaf_slopes(value_at, flat, step, method, base, chunk_size, exact_step=rank_one)
                 layer_slopes.append(leaf_slopes.astype(leaf.dtype).reshape(leaf.shape))
-            slopes[name] = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params[name]), layer_slopes)
+            slopes[name] = jax.tree_util.tree_unflatten(treedef, layer_slopes)
         return slopes
 
     def grad(params: PyTree, x: Array, eps: float | None = eps) -> PyTree:
