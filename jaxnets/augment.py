@@ -6,6 +6,8 @@ the training set once per epoch with a fresh key (``jax.random.fold_in(key, epoc
 
     x_epoch = augment.augment(jax.random.fold_in(key, epoch), x_train, shift=1, flip=True)
 
+or let :func:`jaxnets.fit` do it: ``fit(..., augment=functools.partial(augment.augment, shift=1, flip=True))``.
+
 ``shift`` moves each image by up to ``shift`` pixels in each direction (a random crop of the
 image padded by ``shift`` pixels of ``fill``); ``flip`` mirrors half the images left to right.
 On Fashion-MNIST, ±1 px shifts with flips lift the modern LeNet-5 from 90.0% to 92.0% test

@@ -4,7 +4,9 @@ Python runs once per epoch: it calls the compiled epoch, evaluates on validation
 the progress bar and history, applies early stopping and plateau annealing, checks for
 non-finite losses and writes a checkpoint. A run given a ``checkpoint_dir`` resumes from its last
 finished epoch and continues exactly as if it had not been interrupted (epoch keys are
-``fold_in(key, epoch)``, so nothing depends on how many epochs ran in this process).
+``fold_in(key, epoch)``, so nothing depends on how many epochs ran in this process). An
+``augment`` function gives each epoch its own augmented copy of the training inputs, keyed the
+same way, so augmented runs resume exactly too.
 """
 
 from __future__ import annotations
@@ -104,6 +106,19 @@ def _step_engine(model, loss, optimizer, batch_size, penalty_mask):
     return epoch
 
 
+def _augmenter(augment, key, x):
+    """``augment`` jitted, after checking on shapes alone that it keeps x's shape and dtype."""
+    if augment is None:
+        return None
+    if not callable(augment):
+        raise TypeError(f"fit: augment must be a function augment(key, x) -> x, got {augment!r}")
+    out = jax.eval_shape(augment, key, x)
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == x.shape and out.dtype == x.dtype):
+        raise ValueError(f"fit: augment(key, x) must return an array shaped like the training inputs, "
+                         f"{x.dtype}{list(x.shape)}; got {out}")
+    return jax.jit(augment)
+
+
 def _non_finite_leaves(tree) -> list[str]:
     bad = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
@@ -149,6 +164,8 @@ def fit(
     penalty_mask=None,
     reduce_on_plateau: ReduceOnPlateau | None = None,
     checkpoint_dir: str | Path | None = None,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
     engine: str = "auto",
     progress: bool = True,
     description: str = "training",
@@ -168,6 +185,11 @@ def fit(
       reduce_on_plateau: anneal the learning rate when validation loss stalls (the optimizer must
         come from :func:`jaxnets.optim.optimizer`, whose learning rate is injectable).
       checkpoint_dir: save after each epoch; an existing checkpoint there is resumed.
+      augment: ``augment(key, x) -> x'`` (same shape), e.g. ``functools.partial(jaxnets.augment.augment,
+        shift=1, flip=True)``; applied, jitted, to the whole training input once per epoch. Epoch e then
+        splits ``fold_in(key, e)`` into the augmentation key and the shuffling/dropout key.
+      on_epoch_end: called after each epoch run in this call with that epoch's history record (a
+        dict of the keys below), e.g. to log it; epochs restored from a checkpoint are not repeated.
       engine: "auto", "scan" (one compiled call per epoch) or "step" (one per batch).
 
     Returns a :class:`FitResult`; ``history`` has one entry per epoch for ``epoch``,
@@ -190,6 +212,7 @@ def fit(
     else:
         run_epoch = _step_engine(model, loss, optimizer, batch_size, penalty_mask)
     evaluate = make_evaluate_fn(model, loss) if validation_data is not None else None
+    augment_inputs = _augmenter(augment, key, x)
     if validation_data is not None:
         x_val, t_val = (jax.device_put(jnp.asarray(a)) for a in validation_data)
 
@@ -214,8 +237,12 @@ def fit(
     for epoch in bar:
         started = time.perf_counter()
         active = epoch >= regularize_from_epoch
-        ts, (losses, corrects) = run_epoch(ts, x, t, jax.random.fold_in(key, epoch),
-                                           l1 if active else 0.0, l2 if active else 0.0)
+        epoch_key = jax.random.fold_in(key, epoch)
+        x_epoch = x
+        if augment_inputs is not None:
+            augment_key, epoch_key = jax.random.split(epoch_key)
+            x_epoch = augment_inputs(augment_key, x)
+        ts, (losses, corrects) = run_epoch(ts, x_epoch, t, epoch_key, l1 if active else 0.0, l2 if active else 0.0)
         losses = np.asarray(losses)
         _check_finite(epoch, losses, ts.params)
         record = {"epoch": epoch, "train_loss": float(losses.mean()),
@@ -228,6 +255,8 @@ def fit(
         record["seconds"] = time.perf_counter() - started
         for name, value in record.items():
             history[name].append(value)
+        if on_epoch_end is not None:
+            on_epoch_end(dict(record))
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
                          if k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") and v is not None})
 

@@ -1,16 +1,22 @@
-"""Smoke test of the MLP benchmark: ``benchmarks/bench_mlp.py --quick`` runs to the end and prints
-its final line in the documented format (timings are not checked: they depend on the machine)."""
+"""Smoke tests of the benchmarks: ``benchmarks/bench_mlp.py --quick`` runs to the end and prints
+its final line in the documented format (timings are not checked: they depend on the machine), and
+``benchmarks/train_cnn.py --quick`` logs its epochs and resumes from its checkpoint."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_mlp import epoch_flops  # noqa: E402
 from benchmarks.common import format_table, summarize  # noqa: E402
+from benchmarks import train_cnn  # noqa: E402
+from jaxnets import data  # noqa: E402
 FINAL_LINE = re.compile(r"jaxnets_vs_flax=(\S+) jaxnets_vs_torch=(\S+) fraction_of_matmul_peak=(\S+)")
 
 
@@ -37,3 +43,22 @@ def test_quick_benchmark_prints_final_line():
     assert match, last
     for value in match.groups():
         float(value)  # a number, or nan where a framework is not installed
+
+
+def fashion_mnist_available() -> bool:
+    try:
+        data.load_fashion_mnist()
+        return True
+    except data.DatasetNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST files not installed (scripts/setup.sh installs them)")
+def test_quick_cnn_training_logs_each_epoch_and_resumes(tmp_path):
+    argv = ["lenet", "--quick", "--augment", "--shift", "1", "--out", str(tmp_path / "log.jsonl"),
+            "--checkpoint-dir", str(tmp_path / "run")]
+    history = train_cnn.main(argv)["history"]
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == history and [r["epoch"] for r in logged] == [1]
+    assert 0.1 < logged[0]["test_accuracy"] <= 1.0 and logged[0]["minutes"] > 0
+    assert train_cnn.main(argv)["history"] == []  # the checkpoint holds the finished epoch: nothing reruns

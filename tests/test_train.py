@@ -176,6 +176,47 @@ def test_interrupted_fit_resumes_bit_identically(tmp_path):
     assert resumed.history["train_loss"] == full.history["train_loss"]
 
 
+def jitter(key, x):
+    """A keyed augmentation for the tests: Gaussian noise of standard deviation 0.1."""
+    return x + 0.1 * jax.random.normal(key, x.shape, x.dtype)
+
+
+def test_augment_gives_each_epoch_its_own_keyed_copy_of_the_inputs():
+    x, y = spirals()
+    key = jax.random.PRNGKey(0)
+    model, result = train_mlp(x, y, epochs=3, key=key, augment=jitter)
+    # The same run by hand: epoch e splits fold_in(key, e) into an augmentation key and an epoch key.
+    optimizer = optim.optimizer("adam", 1e-2)
+    params, state = model.init(key, x[:1])
+    ts = TrainState(params, state, optimizer.init(params))
+    epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=64))
+    augment = jax.jit(jitter)  # fit jits it too (eager rounding differs in the last bit)
+    for epoch in range(3):
+        augment_key, epoch_key = jax.random.split(jax.random.fold_in(key, epoch))
+        ts, _ = epoch_fn(ts, augment(augment_key, jnp.asarray(x)), jnp.asarray(y), epoch_key, 0.0, 0.0)
+    chex.assert_trees_all_equal(result.params, ts.params)
+    _, plain = train_mlp(x, y, epochs=3, key=key)
+    assert plain.history["train_loss"] != result.history["train_loss"]
+
+
+def test_interrupted_augmented_fit_resumes_bit_identically(tmp_path):
+    x, y = spirals()
+    _, full = train_mlp(x, y, epochs=4, augment=jitter)
+    train_mlp(x, y, epochs=2, augment=jitter, checkpoint_dir=tmp_path / "run")
+    _, resumed = train_mlp(x, y, epochs=4, augment=jitter, checkpoint_dir=tmp_path / "run")
+    chex.assert_trees_all_equal(resumed.params, full.params)
+    assert resumed.history["train_loss"] == full.history["train_loss"]
+
+
+def test_augment_must_keep_the_input_shape():
+    x, y = spirals(128)
+    with pytest.raises(ValueError, match=r"augment\(key, x\) must return an array shaped like the training "
+                                         r"inputs, float32\[128, 2\]; got ShapeDtypeStruct\(shape=\(128, 1\)"):
+        train_mlp(x, y, augment=lambda k, v: v[:, :1])
+    with pytest.raises(TypeError, match="augment must be a function"):
+        train_mlp(x, y, augment="flip")
+
+
 def test_fit_rejects_inconsistent_arguments():
     x, y = spirals(128)
     with pytest.raises(ValueError, match="need validation_data"):
