@@ -9,12 +9,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnets import data
 from jaxnets.runtime import enable_compilation_cache
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Many tests compile the same small programs; a persistent cache (fresh for each session, so no
 # test depends on an earlier run) loads them instead of recompiling.
 enable_compilation_cache(tempfile.mkdtemp(prefix="jaxnets-xla-cache-"))
+
+
+def _fashion_mnist_available() -> bool:
+    try:
+        data.load_fashion_mnist()
+        return True
+    except data.DatasetNotFoundError:
+        return False
+
+
+# For the tests that train on the real Fashion-MNIST files; the README's test command installs them.
+requires_fashion_mnist = pytest.mark.skipif(
+    not _fashion_mnist_available(), reason="Fashion-MNIST files not installed (scripts/setup.sh installs them)")
 
 
 @pytest.fixture
