@@ -203,9 +203,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quiet", type=float, default=0.3,
                         help="before each round wait (≤ 60 s) until other processes use < this CPU fraction; <0: never")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
-    common.add_malloc_option(parser)
     args = parser.parse_args(argv)
-    malloc = common.apply_malloc_option(args)
     examples = args.examples or (BATCH * 4 if args.quick else None)
     repeats = args.repeats or (1 if args.quick else 5)
     quiet = None if args.quiet < 0 or args.quick else args.quiet
@@ -228,7 +226,7 @@ def main(argv=None) -> dict:
     info = common.machine_info()
     print(f"data: {source}, {x.shape[0]} examples, {steps} steps of {BATCH}; {info['cpu']}, {info['cores']} cores "
           f"({info['simd']}), jax {info['versions']['jax']}, torch {info['versions']['torch']}, "
-          f"XLA_FLAGS={info['XLA_FLAGS']!r}, malloc={malloc}")
+          f"XLA_FLAGS={info['XLA_FLAGS']!r}")
     (jnp.zeros(()) + 1).block_until_ready()
     runners, first, last = {}, {}, {}
     for name in names:

@@ -219,7 +219,7 @@ def child(name: str, examples: int | None, cache_dir: str | None) -> None:
 
 
 def cold_first_epochs(names, runs: int, examples: int | None, quiet: float | None,
-                      quiet_timeout: float = 30.0, malloc: str = "keep") -> dict[str, list[float]]:
+                      quiet_timeout: float = 30.0) -> dict[str, list[float]]:
     """``runs`` cold first epochs per entry of ``names`` ("flax", or "flax+cache" for a warm
     persistent compilation cache filled by an untimed run), each in a fresh process, round-robin."""
     import tempfile
@@ -228,8 +228,7 @@ def cold_first_epochs(names, runs: int, examples: int | None, quiet: float | Non
     with tempfile.TemporaryDirectory(prefix="bench_mlp_cache_") as tmp:
         def spawn(entry):
             impl, _, cached = entry.partition("+")
-            cmd = [sys.executable, __file__, "--child", impl, "--malloc", malloc]
-            cmd += ["--examples", str(examples)] if examples else []
+            cmd = [sys.executable, __file__, "--child", impl] + (["--examples", str(examples)] if examples else [])
             if cached:
                 cmd += ["--cache-dir", os.path.join(tmp, impl)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -264,9 +263,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
-    common.add_malloc_option(parser)
     args = parser.parse_args(argv)
-    malloc = common.apply_malloc_option(args)
     if args.child:
         child(args.child, args.examples, args.cache_dir)
         return {}
@@ -285,7 +282,7 @@ def main(argv=None) -> dict:
     steps = x.shape[0] // BATCH
     info = common.machine_info()
     print(f"data: {source}, {x.shape[0]} examples, {steps} steps of {BATCH}; {info['cpu']}, {info['cores']} cores "
-          f"({info['simd']}), jax {info['versions']['jax']}, XLA_FLAGS={info['XLA_FLAGS']!r}, malloc={malloc}")
+          f"({info['simd']}), jax {info['versions']['jax']}, XLA_FLAGS={info['XLA_FLAGS']!r}")
     (jnp.zeros(()) + 1).block_until_ready()
 
     factories = dict(FACTORIES)
@@ -321,7 +318,7 @@ def main(argv=None) -> dict:
         peak = max(peak, common.matmul_peak(1024 if quick else 4096, 3 if quick else 5))
     cold = cold_first_epochs([n for n in names if n in FACTORIES] + [n + "+cache" for n in ("jaxnets-scan", "flax")
                                                                       if n in names], cold_runs, examples, quiet,
-                             args.quiet_timeout, args.malloc) if cold_runs else {}
+                             args.quiet_timeout) if cold_runs else {}
 
     rows = []
     for name in names + [n for n in cold if n not in names]:

@@ -7,9 +7,6 @@
   ``jnp`` matmul, best of several, taken in the same run as the benchmark.
 * :func:`machine_info` — CPU, core count, SIMD flags, library versions, XLA_FLAGS, backend.
 * :func:`format_table` — a plain-text table for the terminal and RESULTS.md.
-* :func:`add_malloc_option` / :func:`apply_malloc_option` — ``--malloc keep|default``: whether glibc
-  keeps freed large blocks for reuse (``jaxnets.runtime.keep_freed_memory``) for every
-  implementation in the process.
 * :func:`read_idx` / :func:`fashion_mnist_train` — the training set straight from the gzip IDX
   files (used when ``jaxnets.data`` is not importable).
 """
@@ -30,22 +27,6 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.cache/jaxnets/fashion-mnist")
-
-
-def add_malloc_option(parser) -> None:
-    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                        help="keep: glibc keeps freed large blocks for reuse (jaxnets.runtime.keep_freed_memory), "
-                             "for every implementation in this process; default: glibc's own settings")
-
-
-def apply_malloc_option(args) -> str:
-    """Applies ``--malloc`` (call it before the first allocation worth timing); returns what is in
-    effect, for the printed set-up line: ``keep``, or ``default`` (asked for, or not glibc)."""
-    if args.malloc != "keep":
-        return "default"
-    from jaxnets.runtime import keep_freed_memory
-
-    return "keep" if keep_freed_memory() else "default"
 
 
 def timed(fn: Callable[[], object]) -> float:

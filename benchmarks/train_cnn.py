@@ -34,7 +34,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from benchmarks import common  # noqa: E402
 from jaxnets import fit, models  # noqa: E402
 from jaxnets.augment import augment  # noqa: E402
 from jaxnets.data import load_dataset  # noqa: E402
@@ -69,9 +68,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,048 examples, 1 epoch")
     parser.add_argument("--out", default=None, help="append one JSON line per epoch here")
     parser.add_argument("--checkpoint-dir", default=None, help="save every epoch here; resume a run found there")
-    common.add_malloc_option(parser)
     args = parser.parse_args(argv)
-    common.apply_malloc_option(args)
     data = load_dataset("fashion-mnist")
     x, y, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     epochs = args.epochs
@@ -85,7 +82,7 @@ def main(argv=None) -> dict:
     model, optimizer, augmented = build(args.model, steps, epochs, args)
     key = jax.random.PRNGKey(args.seed)
     params, state = model.init(key, x[:1])
-    print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("out", "checkpoint_dir", "malloc")}}),
+    print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("out", "checkpoint_dir")}}),
           flush=True)
     history = []
 

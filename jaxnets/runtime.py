@@ -10,29 +10,19 @@ trains many seeds at once (:func:`jaxnets.seeds.fit_seeds`) leaves the other cor
 ``use_cpu_devices`` makes JAX expose one CPU device per core; ``fit_seeds`` then splits its runs
 over them (one shard of runs per device, run in parallel).
 
-Large buffers. glibc's malloc hands every block above its mmap threshold (at most 32 MB by default)
-straight back to the kernel when it is freed, so an XLA program that writes such a buffer on every
-call (a convolution's patch matrix, a big batch of activations) pays for mapping and touching fresh
-pages each time — on this project's 2-core VM, 45 ms to produce a 58 MB array that takes 7 ms once
-the pages are kept (benchmarks/RESULTS.md). ``keep_freed_memory`` tells malloc to keep them.
-
-All three are opt-in; the experiment runner (``python -m experiments``) switches them on, the test
-suite the cache.
+Both are opt-in; the experiment runner (``python -m experiments``) switches both on, the test suite
+the cache.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
-import sys
 from pathlib import Path
 
 import jax
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "jaxnets" / "xla"
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-_INT_MAX = 2**31 - 1
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None, *, min_compile_seconds: float = 0.2) -> Path:
@@ -61,24 +51,6 @@ def use_cpu_devices(count: int | None = None) -> int:
                            f"{len(jax.devices('cpu'))} CPU device(s); call it before the first JAX "
                            "computation") from error
     return count
-
-
-def keep_freed_memory(max_block_bytes: int = 1 << 30) -> bool:
-    """Makes glibc's malloc keep freed blocks of up to ``max_block_bytes`` in the process for reuse
-    instead of returning each to the kernel (``mallopt`` of ``M_MMAP_THRESHOLD`` and
-    ``M_TRIM_THRESHOLD``), so XLA's large per-call buffers stop paying for fresh pages. The price:
-    memory freed by the process is not given back to the system until it exits. Returns True when
-    applied, False where the C library is not glibc (macOS, musl, Windows), where it does nothing.
-    Affects only allocations made after the call, in the whole process (PyTorch's too)."""
-    if not 0 < max_block_bytes <= _INT_MAX:
-        raise ValueError(f"keep_freed_memory: max_block_bytes must be in (0, {_INT_MAX}], got {max_block_bytes}")
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None)
-    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
-        return False
-    trim = min(2 * max_block_bytes, _INT_MAX)
-    return libc.mallopt(_M_MMAP_THRESHOLD, max_block_bytes) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, trim) == 1
 
 
 def environment(seed: int | None = None) -> dict:
