@@ -17,7 +17,8 @@ an interrupted run picks up where it stopped. Output: one JSON object per epoch 
 ``--out`` (JSONL), then a summary line ``<model>: <acc> after <epochs> epochs, <minutes> min``.
 
 Run: ``.venv/bin/python benchmarks/train_cnn.py lenet --epochs 30`` (~15 min on 2 cores),
-``... resnet --epochs 30`` (1 h on 2 cores; ``--widths 32,64,128`` about 2.5×), ``--quick`` for a smoke run on 2,048 examples.
+``... resnet --epochs 30`` (1 h on 2 cores; ``--widths 32,64,128`` about 2.5×), ``--quick`` for a
+smoke run on 2,048 examples.
 """
 
 from __future__ import annotations
