@@ -83,8 +83,8 @@ def main(argv=None) -> dict:
     model, optimizer, augmented = build(args.model, steps, epochs, args)
     key = jax.random.PRNGKey(args.seed)
     params, state = model.init(key, x[:1])
-    print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("out", "checkpoint_dir")}}),
-          flush=True)
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "checkpoint_dir")}
+    print(json.dumps({"config": {**config, "augment": augmented}}), flush=True)  # resnet always augments
     history = []
 
     def log(h: dict) -> None:  # fit's per-epoch record; the validation data is the test set
