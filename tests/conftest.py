@@ -26,9 +26,19 @@ def _fashion_mnist_available() -> bool:
         return False
 
 
-# For the tests that train on the real Fashion-MNIST files; the README's test command installs them.
-requires_fashion_mnist = pytest.mark.skipif(
-    not _fashion_mnist_available(), reason="Fashion-MNIST files not installed (scripts/setup.sh installs them)")
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_fashion_mnist: trains on the real Fashion-MNIST files, which the "
+                                       "README's test command installs")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Look for the files only when a collected test needs them (loading them takes ~1.4 s).
+    needing = [item for item in items if item.get_closest_marker("requires_fashion_mnist")]
+    if needing:
+        available = _fashion_mnist_available()
+        for item in needing:
+            item.add_marker(pytest.mark.skipif(
+                not available, reason="Fashion-MNIST files not installed (scripts/setup.sh installs them)"))
 
 
 @pytest.fixture

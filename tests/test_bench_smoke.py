@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_mlp import epoch_flops  # noqa: E402
 from benchmarks.common import format_table, summarize  # noqa: E402
 from benchmarks import train_cnn  # noqa: E402
-from conftest import requires_fashion_mnist  # noqa: E402
 
 FINAL_LINE = re.compile(r"jaxnets_vs_flax=(\S+) jaxnets_vs_torch=(\S+) fraction_of_matmul_peak=(\S+)")
 
@@ -44,7 +45,7 @@ def test_quick_benchmark_prints_final_line():
         float(value)  # a number, or nan where a framework is not installed
 
 
-@requires_fashion_mnist
+@pytest.mark.requires_fashion_mnist
 def test_quick_cnn_training_logs_each_epoch_and_resumes(tmp_path):
     argv = ["lenet", "--quick", "--augment", "--shift", "1", "--out", str(tmp_path / "log.jsonl"),
             "--checkpoint-dir", str(tmp_path / "run")]

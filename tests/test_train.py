@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import requires_fashion_mnist
 import jaxnets as jn
 from jaxnets import data, losses, models, optim
 from jaxnets.train import (TrainState, make_epoch_fn, make_evaluate_fn, per_example_grad_fn,
@@ -239,7 +238,7 @@ def test_mlp_reaches_97_percent_on_digits():
     assert float(acc) >= 0.97
 
 
-@requires_fashion_mnist
+@pytest.mark.requires_fashion_mnist
 def test_mlp_reaches_88_percent_on_fashion_mnist_in_10_epochs():
     ds = data.load_fashion_mnist()
     model = models.mlp([256, 256, 10], activation="relu")
