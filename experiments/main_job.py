@@ -6,7 +6,8 @@ Command: ``bash scripts/run.sh`` (sets up, then runs ``python -m experiments mai
 Run time on a 2-core CPU: about 2 minutes (1 min 53 s measured from a fresh clone after set-up:
 the MLP, then the short activation study and the quick gradient check). Expected result: MLP test
 accuracy ≈ 0.89 on Fashion-MNIST (≥ 0.88; scikit-learn's MLPClassifier: 0.877), ≈ 0.975 on
-digits; the activation table shows sigmoid falling behind at depth 5. The last line printed is ``dataset=<name> test_accuracy=<x>``.
+digits; the activation table shows sigmoid falling behind at depth 5. The last line printed is
+``dataset=<name> test_accuracy=<x>``.
 Outputs in ``results/main/``: summary.json, history.csv, learning_curve.png, report.md, and the
 studies' reports in ``results/main/activations/`` and ``results/main/gradcheck/``.
 """
