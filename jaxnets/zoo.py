@@ -3,27 +3,28 @@
 inspected (``jaxnets.inspect.summary``) without training. Re-exported by :mod:`jaxnets.models`.
 
 Speed on CPU. XLA:CPU's own convolution is slow for these small layers, and about 4× slower
-again inside ``lax.scan`` (see benchmarks/RESULTS.md). :class:`Im2ColConv2D` computes the same
-convolution as :class:`jaxnets.nn.Conv2D` (same params, same result) as one matmul over patches
-gathered with ``kh·kw`` strided slices, which is several times faster there and as fast inside
-``scan`` as outside; :class:`ReshapeMaxPool2D` does non-overlapping max pooling with a reshape
-and a max instead of ``reduce_window``. The zoo's models use them by default (``conv="im2col"``);
-``conv="xla"`` gives the plain layers.
+again inside ``lax.scan`` (see benchmarks/RESULTS.md). Two layers compute the same convolution as
+:class:`jaxnets.nn.Conv2D` (same params, same result) as one matmul instead:
+:class:`Im2ColConv2D` over patches gathered with ``kh·kw`` strided slices, and
+:class:`ToeplitzConv2D` over ``kh`` input rows against a banded (Toeplitz) weight matrix, which
+does more multiply-adds but in a matmul of a far better shape when there are few channels (LeNet).
+Both are as fast inside ``scan`` as outside. :class:`ReshapeMaxPool2D` does non-overlapping max
+pooling with a reshape and a max instead of ``reduce_window``. LeNet-5 uses ``conv="toeplitz"``
+by default, the ResNet ``conv="im2col"``; ``conv="xla"`` gives the plain layers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxnets import nn
 from jaxnets.nn.core import _broadcast_last
-
-CONV_IMPLEMENTATIONS = ("im2col", "xla")
 
 
 def im2col_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
@@ -47,19 +48,67 @@ def im2col_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequ
     return y.reshape(n, oh, ow, f)
 
 
+def toeplitz_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
+                    dilation: Sequence[int]) -> jax.Array:
+    """2-D cross-correlation as one matmul of input rows with a row-Toeplitz weight matrix.
+
+    x: (batch, height, width, in_channels); w: (kh, kw, in_channels, features) →
+    (batch, out_h, out_w, features). Each output row (all ``out_w`` positions, all features) is
+    ``kh`` whole rows of the padded input, (kh · padded_width · in_channels) values, times one
+    matrix of shape (kh · padded_width · in_channels, out_w · features) whose entry for input
+    column ``a`` and output column ``b`` holds ``w[i, j]`` where ``a = b·stride + j·dilation``, and 0
+    elsewhere: a banded, Toeplitz matrix per kernel row. That is padded_width / kw times the
+    multiply-adds of the direct convolution, but one matmul with a long contraction and a wide
+    output instead of im2col's skinny (kh·kw·in_channels) × features one — faster when channels are
+    few and kernels wide (LeNet's 5×5 layers), slower for many channels (ResNet's 3×3 layers; see
+    benchmarks/RESULTS.md). The weight matrix is built with an einsum against a constant 0/1 tensor,
+    so its gradient is a matmul too.
+    """
+    (sh, sw), (dh, dw) = strides, dilation
+    kh, kw, c, f = w.shape
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    n, h, wd, _ = x.shape
+    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (wd - (kw - 1) * dw - 1) // sw + 1
+    rows = jnp.stack([lax.slice(x, (0, i * dh, 0, 0), (n, i * dh + (oh - 1) * sh + 1, wd, c), (1, sh, 1, 1))
+                      for i in range(kh)], axis=2)  # (n, oh, kh, wd, c)
+    # taps[j, a, b] = 1 where input column a feeds output column b through kernel column j.
+    taps = np.arange(wd)[None, :, None] == np.arange(ow)[None, None, :] * sw + np.arange(kw)[:, None, None] * dw
+    toeplitz = jnp.einsum("jab,ijcf->iacbf", taps.astype(w.dtype), w).reshape(kh * wd * c, ow * f)
+    y = rows.reshape(n * oh, kh * wd * c) @ toeplitz  # (n·oh, ow·f)
+    return y.reshape(n, oh, ow, f)
+
+
 @dataclasses.dataclass(frozen=True)
-class Im2ColConv2D(nn.Conv2D):
-    """:class:`jaxnets.nn.Conv2D` computed by :func:`im2col_conv2d` (same fields, params, output
-    and checks; only the arithmetic's formulation differs). x: (batch, h, w, c) → (batch, oh, ow, features)."""
+class _MatmulConv2D(nn.Conv2D):
+    """:class:`jaxnets.nn.Conv2D` (same fields, params, output and checks) computed by
+    ``formulation`` as one matmul; only the arithmetic's formulation differs.
+    x: (batch, h, w, c) → (batch, oh, ow, features)."""
+
+    formulation: ClassVar[Callable[..., jax.Array]]
 
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_input(x.shape, params["w"].shape[-2])
         self._spatial_out(x.shape)
         dtype = jnp.result_type(x, params["w"])
-        y = im2col_conv2d(x.astype(dtype), params["w"].astype(dtype), self.strides, self.pads(x.shape), self.dilation)
+        y = self.formulation(x.astype(dtype), params["w"].astype(dtype), self.strides, self.pads(x.shape),
+                             self.dilation)
         if self.use_bias:
             y = y + _broadcast_last(params["b"].astype(y.dtype), y.ndim)
         return y, state
+
+
+@dataclasses.dataclass(frozen=True)
+class Im2ColConv2D(_MatmulConv2D):
+    """:class:`jaxnets.nn.Conv2D` computed by :func:`im2col_conv2d`."""
+
+    formulation = staticmethod(im2col_conv2d)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToeplitzConv2D(_MatmulConv2D):
+    """:class:`jaxnets.nn.Conv2D` computed by :func:`toeplitz_conv2d`."""
+
+    formulation = staticmethod(toeplitz_conv2d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,19 +143,23 @@ class ConvNet(nn.Sequential):
         return dict(self.engines).get(backend, "scan")
 
 
-# Measured in benchmarks/bench_lenet.py: with im2col convolutions the scan engine is at least as fast
-# as the per-step one on CPU (and saves the per-step Python dispatch); with XLA's convolution the
-# scan epoch is ~4× slower than per-step calls on CPU.
-ENGINES = {"im2col": {"cpu": "scan", "gpu": "scan"}, "xla": {"cpu": "step", "gpu": "scan"}}
+# Measured in benchmarks/bench_lenet.py: with matmul convolutions (im2col or Toeplitz) the scan engine
+# is at least as fast as the per-step one on CPU (and saves the per-step Python dispatch); with XLA's
+# convolution the scan epoch is ~4× slower than per-step calls on CPU.
+ENGINES = {"im2col": {"cpu": "scan", "gpu": "scan"}, "toeplitz": {"cpu": "scan", "gpu": "scan"},
+           "xla": {"cpu": "step", "gpu": "scan"}}
+# conv= name → (convolution layer, max-pool layer).
+CONV_IMPLEMENTATIONS = {"im2col": (Im2ColConv2D, ReshapeMaxPool2D), "toeplitz": (ToeplitzConv2D, ReshapeMaxPool2D),
+                        "xla": (nn.Conv2D, nn.MaxPool2D)}
 
 
 def _conv_layers(conv: str):
     if conv not in CONV_IMPLEMENTATIONS:
         raise ValueError(f"unknown conv implementation {conv!r}; known: {', '.join(CONV_IMPLEMENTATIONS)}")
-    return (Im2ColConv2D, ReshapeMaxPool2D) if conv == "im2col" else (nn.Conv2D, nn.MaxPool2D)
+    return CONV_IMPLEMENTATIONS[conv]
 
 
-def lenet5(variant: str = "modern", num_classes: int = 10, conv: str = "im2col", dropout: float = 0.0) -> ConvNet:
+def lenet5(variant: str = "modern", num_classes: int = 10, conv: str = "toeplitz", dropout: float = 0.0) -> ConvNet:
     """LeNet-5.
 
     ``variant="1998"`` — the notes' table: input (batch, 32, 32, 1); C1 conv 6@5×5, tanh; S2 2×2
@@ -116,7 +169,9 @@ def lenet5(variant: str = "modern", num_classes: int = 10, conv: str = "im2col",
     ``variant="modern"`` — input (batch, 28, 28, 1); conv 6@5×5 padding 2, ReLU, 2×2 max-pool,
     conv 16@5×5, ReLU, 2×2 max-pool, dense 120-84-``num_classes`` with ReLU (He init); with
     ``dropout > 0`` a :class:`~jaxnets.nn.Dropout` of that rate follows each hidden dense layer's ReLU.
-    Output: (batch, num_classes) logits.
+    ``conv`` picks how the convolutions are computed — ``"toeplitz"`` (fastest for these few-channel
+    5×5 layers on CPU, see benchmarks/RESULTS.md), ``"im2col"`` or ``"xla"`` —, with the same params
+    and outputs. Output: (batch, num_classes) logits.
     """
     Conv, MaxPool = _conv_layers(conv)
     if not 0.0 <= dropout < 1.0:

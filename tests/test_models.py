@@ -1,5 +1,5 @@
 """The model zoo: output shapes (hand-computed), parameter counts of the classic networks, the
-im2col convolution and reshape max-pool against lax/NumPy references, engines, bad input."""
+im2col and Toeplitz convolutions and reshape max-pool against lax/NumPy references, engines, bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ MODELS = [  # (model, input shape, output shape, parameter count)
     (models.lenet5("1998"), (2, 32, 32, 1), (2, 10), 61_706),
     (models.lenet5("modern"), (2, 28, 28, 1), (2, 10), 61_706),
     (models.lenet5("modern", conv="xla"), (2, 28, 28, 1), (2, 10), 61_706),
+    (models.lenet5("modern", conv="im2col"), (2, 28, 28, 1), (2, 10), 61_706),
     (models.resnet(widths=(4, 8), blocks=(1, 2)), (2, 28, 28, 1), (2, 10), None),
     (models.vit(dim=16, depth=1, num_heads=2, mlp_dim=16), (2, 28, 28, 1), (2, 10), None),
 ]
@@ -47,6 +48,7 @@ def test_lenet_variants_use_the_notes_layers():
     old = models.lenet5("1998")
     assert [n for n, _ in old.layers if not n.endswith(("_tanh", "flatten"))] == ["C1", "S2", "C3", "S4", "F5", "F6", "output"]
     assert isinstance(old["S2"], nn.AvgPool2D) and old["C1_tanh"].name == "tanh"
+    assert isinstance(old["C1"], zoo.ToeplitzConv2D) and isinstance(old["C1"], nn.Conv2D)  # the default conv=
     modern = models.lenet5("modern")
     assert isinstance(modern["maxpool1"], nn.MaxPool2D) and modern["relu1"].name == "relu"
 
@@ -69,12 +71,15 @@ CONV_CASES = [  # (input shape, kernel (kh, kw, c, f), strides, padding, dilatio
     ((1, 10, 11, 2), (3, 3, 2, 5), 2, ((1, 2), (0, 1)), (2, 1)),
     ((3, 7, 7, 1), (5, 5, 1, 6), 1, 2, 1),
     ((2, 6, 6, 4), (1, 1, 4, 3), 2, "SAME", 1),
+    ((2, 9, 10, 2), (2, 3, 2, 3), (1, 3), ((0, 1), (2, 0)), (3, 2)),
 ]
+MATMUL_CONVS = [zoo.Im2ColConv2D, zoo.ToeplitzConv2D]
 
 
+@pytest.mark.parametrize("Conv", MATMUL_CONVS)
 @pytest.mark.parametrize("in_shape,kernel,strides,padding,dilation", CONV_CASES)
-def test_im2col_conv_equals_lax_conv(in_shape, kernel, strides, padding, dilation, key):
-    fast = zoo.Im2ColConv2D(kernel[-1], kernel[:2], strides=strides, padding=padding, dilation=dilation)
+def test_matmul_conv_equals_lax_conv(Conv, in_shape, kernel, strides, padding, dilation, key):
+    fast = Conv(kernel[-1], kernel[:2], strides=strides, padding=padding, dilation=dilation)
     plain = nn.Conv2D(kernel[-1], kernel[:2], strides=strides, padding=padding, dilation=dilation)
     x = jax.random.normal(key, in_shape)
     params, state = plain.init(key, x)
@@ -84,9 +89,11 @@ def test_im2col_conv_equals_lax_conv(in_shape, kernel, strides, padding, dilatio
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_im2col_conv_gradient_matches_central_differences(key):
+@pytest.mark.parametrize("Conv", MATMUL_CONVS)
+@pytest.mark.parametrize("strides,dilation", [(2, 1), ((1, 2), (2, 1))])
+def test_matmul_conv_gradient_matches_central_differences(Conv, strides, dilation, key):
     with jax.enable_x64(True):
-        layer = zoo.Im2ColConv2D(2, 3, strides=2, padding="SAME", dilation=1)
+        layer = Conv(2, 3, strides=strides, padding="SAME", dilation=dilation)
         x = np.asarray(jax.random.normal(key, (1, 5, 4, 2), jnp.float64))
         params, _ = layer.init(key, x)
         w = np.asarray(params["w"])
