@@ -5,9 +5,10 @@ dense 120-84-10 (ReLU), Adam(1e-3), batch 128, float32, one epoch over the Fashi
 set (468 full batches, reshuffled each epoch). Every implementation returns the epoch's mean loss
 and accuracy, so their loops do the same work.
 
-* ``jaxnets-scan``: ``models.lenet5("modern")`` (im2col convolutions, reshape max-pool) in
+* ``jaxnets-scan``: ``models.lenet5("modern")`` (Toeplitz convolutions, reshape max-pool) in
   ``jax.jit(make_epoch_fn(...))``, one compiled call per epoch — what ``jaxnets.fit`` runs.
 * ``jaxnets-step``: the same model in the per-step engine (``fit(engine="step")``).
+* ``jaxnets-im2col-scan`` (``--variants``): ``lenet5(conv="im2col")`` in the scanned epoch.
 * ``jaxnets-xla-scan`` / ``jaxnets-xla-step`` (``--variants``): ``lenet5(conv="xla")``, i.e.
   ``nn.Conv2D``/``nn.MaxPool2D`` on ``lax.conv_general_dilated``/``reduce_window``.
 * ``flax``: linen ``nn.Conv``/``nn.max_pool``, one ``jax.jit`` train step per batch (the Flax
@@ -39,10 +40,10 @@ from benchmarks import common  # noqa: E402
 BATCH = 128
 LEARNING_RATE = 1e-3
 IMPLEMENTATIONS = ("jaxnets-scan", "jaxnets-step", "flax", "flax-scan", "equinox", "torch")
-VARIANTS = ("jaxnets-xla-scan", "jaxnets-xla-step")
+VARIANTS = ("jaxnets-im2col-scan", "jaxnets-xla-scan", "jaxnets-xla-step")
 
 
-def make_jaxnets(x, y, engine: str = "scan", conv: str = "im2col", seed: int = 0) -> Callable:
+def make_jaxnets(x, y, engine: str = "scan", conv: str = "toeplitz", seed: int = 0) -> Callable:
     from jaxnets import models
 
     return common.jaxnets_epoch_fn(models.lenet5("modern", conv=conv), x, y, engine=engine, batch_size=BATCH,
@@ -175,6 +176,7 @@ def make_torch(x, y, seed: int = 0) -> Callable:
 FACTORIES = {
     "jaxnets-scan": lambda x, y: make_jaxnets(x, y, "scan"),
     "jaxnets-step": lambda x, y: make_jaxnets(x, y, "step"),
+    "jaxnets-im2col-scan": lambda x, y: make_jaxnets(x, y, "scan", conv="im2col"),
     "jaxnets-xla-scan": lambda x, y: make_jaxnets(x, y, "scan", conv="xla"),
     "jaxnets-xla-step": lambda x, y: make_jaxnets(x, y, "step", conv="xla"),
     "flax": make_flax,

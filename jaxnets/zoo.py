@@ -6,8 +6,9 @@ Speed on CPU. XLA:CPU's own convolution is slow for these small layers, and abou
 again inside ``lax.scan`` (see benchmarks/RESULTS.md). Two layers compute the same convolution as
 :class:`jaxnets.nn.Conv2D` (same params, same result) as one matmul instead:
 :class:`Im2ColConv2D` over patches gathered with ``kh·kw`` strided slices, and
-:class:`ToeplitzConv2D` over ``kh`` input rows against a banded (Toeplitz) weight matrix, which
-does more multiply-adds but in a matmul of a far better shape when there are few channels (LeNet).
+:class:`ToeplitzConv2D` over strips of ``kh`` input rows against a banded (Toeplitz) weight
+matrix, which does more multiply-adds but in a matmul of a far better shape when there are few
+channels (LeNet).
 Both are as fast inside ``scan`` as outside. :class:`ReshapeMaxPool2D` does non-overlapping max
 pooling with a reshape and a max instead of ``reduce_window``. LeNet-5 uses ``conv="toeplitz"``
 by default, the ResNet ``conv="im2col"``; ``conv="xla"`` gives the plain layers.
@@ -48,33 +49,48 @@ def im2col_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequ
     return y.reshape(n, oh, ow, f)
 
 
+def default_tile(out_width: int, kernel_width: int) -> int:
+    """The output-column tile :func:`toeplitz_conv2d` uses unless told: the largest divisor of
+    ``out_width`` that is at most ``kernel_width`` (measured best for LeNet's 5×5 layers, where it is
+    4 of 28 and 5 of 10; see benchmarks/RESULTS.md)."""
+    return max(t for t in range(1, min(out_width, kernel_width) + 1) if out_width % t == 0)
+
+
 def toeplitz_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
-                    dilation: Sequence[int]) -> jax.Array:
-    """2-D cross-correlation as one matmul of input rows with a row-Toeplitz weight matrix.
+                    dilation: Sequence[int], tile: int | None = None) -> jax.Array:
+    """2-D cross-correlation as one matmul of input strips with a banded (Toeplitz) weight matrix.
 
     x: (batch, height, width, in_channels); w: (kh, kw, in_channels, features) →
-    (batch, out_h, out_w, features). Each output row (all ``out_w`` positions, all features) is
-    ``kh`` whole rows of the padded input, (kh · padded_width · in_channels) values, times one
-    matrix of shape (kh · padded_width · in_channels, out_w · features) whose entry for input
-    column ``a`` and output column ``b`` holds ``w[i, j]`` where ``a = b·stride + j·dilation``, and 0
-    elsewhere: a banded, Toeplitz matrix per kernel row. That is padded_width / kw times the
-    multiply-adds of the direct convolution, but one matmul with a long contraction and a wide
-    output instead of im2col's skinny (kh·kw·in_channels) × features one — faster when channels are
-    few and kernels wide (LeNet's 5×5 layers), slower for many channels (ResNet's 3×3 layers; see
-    benchmarks/RESULTS.md). The weight matrix is built with an einsum against a constant 0/1 tensor,
-    so its gradient is a matmul too.
+    (batch, out_h, out_w, features). The output is cut into strips of ``tile`` adjacent positions of
+    one row (``tile`` must divide out_w; default :func:`default_tile`). A strip's outputs, all
+    features, are the ``kh`` input rows under it, ``win = (tile − 1)·stride + (kw − 1)·dilation + 1``
+    columns wide, (kh · win · in_channels) values, times one matrix of shape
+    (kh · win · in_channels, tile · features) whose entry for input column ``a`` and output column ``b``
+    holds ``w[i, j]`` where ``a = b·stride + j·dilation``, and 0 elsewhere: banded, Toeplitz per
+    kernel row. That is ``win / kw`` times the multiply-adds of the direct convolution, but a matmul
+    of a far better shape than im2col's skinny (kh·kw·in_channels) × features one when channels are
+    few (LeNet's layers); for many channels (ResNet's 3×3 layers) im2col is faster (see
+    benchmarks/RESULTS.md). ``tile = 1`` is im2col; ``tile = out_w`` a single Toeplitz matrix per
+    row. The weight matrix is an einsum of ``w`` with a constant 0/1 tensor, so its gradient is a
+    matmul too.
     """
     (sh, sw), (dh, dw) = strides, dilation
     kh, kw, c, f = w.shape
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     n, h, wd, _ = x.shape
     oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (wd - (kw - 1) * dw - 1) // sw + 1
+    tile = default_tile(ow, kw) if tile is None else tile
+    if tile < 1 or ow % tile:
+        raise ValueError(f"toeplitz_conv2d: tile must be a positive divisor of the output width {ow}, got {tile}")
+    win = (tile - 1) * sw + (kw - 1) * dw + 1
     rows = jnp.stack([lax.slice(x, (0, i * dh, 0, 0), (n, i * dh + (oh - 1) * sh + 1, wd, c), (1, sh, 1, 1))
                       for i in range(kh)], axis=2)  # (n, oh, kh, wd, c)
-    # taps[j, a, b] = 1 where input column a feeds output column b through kernel column j.
-    taps = np.arange(wd)[None, :, None] == np.arange(ow)[None, None, :] * sw + np.arange(kw)[:, None, None] * dw
-    toeplitz = jnp.einsum("jab,ijcf->iacbf", taps.astype(w.dtype), w).reshape(kh * wd * c, ow * f)
-    y = rows.reshape(n * oh, kh * wd * c) @ toeplitz  # (n·oh, ow·f)
+    strips = jnp.stack([rows[:, :, :, s * tile * sw:s * tile * sw + win] for s in range(ow // tile)],
+                       axis=2)  # (n, oh, ow / tile, kh, win, c)
+    # taps[j, a, b] = 1 where a strip's input column a feeds its output column b through kernel column j.
+    taps = np.arange(win)[None, :, None] == np.arange(tile)[None, None, :] * sw + np.arange(kw)[:, None, None] * dw
+    toeplitz = jnp.einsum("jab,ijcf->iacbf", taps.astype(w.dtype), w).reshape(kh * win * c, tile * f)
+    y = strips.reshape(n * oh * (ow // tile), kh * win * c) @ toeplitz  # (n·oh·strips, tile·f)
     return y.reshape(n, oh, ow, f)
 
 

@@ -89,6 +89,19 @@ def test_matmul_conv_equals_lax_conv(Conv, in_shape, kernel, strides, padding, d
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_toeplitz_tiles_all_give_the_convolution(key):
+    x = jax.random.normal(key, (2, 7, 12, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+    conv = lambda **kw: zoo.toeplitz_conv2d(x, w, (1, 2), ((1, 1), (1, 1)), (1, 1), **kw)  # out width 6
+    expected = zoo.im2col_conv2d(x, w, (1, 2), ((1, 1), (1, 1)), (1, 1))
+    for tile in (1, 2, 3, 6):
+        np.testing.assert_allclose(conv(tile=tile), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="positive divisor of the output width 6, got 4"):
+        conv(tile=4)
+    # largest divisor of the output width up to the kernel width: LeNet's C1 (28 wide), C3 (10 wide)
+    assert (zoo.default_tile(28, 5), zoo.default_tile(10, 5), zoo.default_tile(7, 3), zoo.default_tile(2, 5)) == (4, 5, 1, 2)
+
+
 @pytest.mark.parametrize("Conv", MATMUL_CONVS)
 @pytest.mark.parametrize("strides,dilation", [(2, 1), ((1, 2), (2, 1))])
 def test_matmul_conv_gradient_matches_central_differences(Conv, strides, dilation, key):
