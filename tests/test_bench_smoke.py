@@ -1,6 +1,7 @@
 """Smoke tests of the benchmarks: ``benchmarks/bench_mlp.py --quick`` runs to the end and prints
-its final line in the documented format (timings are not checked: they depend on the machine), and
-``benchmarks/train_cnn.py --quick`` logs its epochs and resumes from its checkpoint."""
+its final line in the documented format (timings are not checked: they depend on the machine), so does
+``benchmarks/bench_lenet.py --quick``, and ``benchmarks/train_cnn.py --quick`` logs its epochs and resumes
+from its checkpoint."""
 
 import json
 import re
@@ -15,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_mlp import epoch_flops  # noqa: E402
 from benchmarks.common import format_table, summarize  # noqa: E402
-from benchmarks import train_cnn  # noqa: E402
+from benchmarks import bench_lenet, train_cnn  # noqa: E402
 
 FINAL_LINE = re.compile(r"jaxnets_vs_flax=(\S+) jaxnets_vs_torch=(\S+) fraction_of_matmul_peak=(\S+)")
 
@@ -54,3 +55,15 @@ def test_quick_cnn_training_logs_each_epoch_and_resumes(tmp_path):
     assert logged == history and [r["epoch"] for r in logged] == [1]
     assert 0.1 < logged[0]["test_accuracy"] <= 1.0 and logged[0]["minutes"] > 0
     assert train_cnn.main(argv)["history"] == []  # the checkpoint holds the finished epoch: nothing reruns
+
+
+@pytest.mark.requires_fashion_mnist
+def test_quick_lenet_benchmark_prints_final_line_and_conv_forms_train_alike(capsys):
+    result = bench_lenet.main(["--quick", "--impls", "jaxnets-scan,jaxnets-im2col-scan"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"jaxnets_vs_torch=(\S+) jaxnets_vs_flax=(\S+)", last), last
+    toeplitz, im2col = result["rows"]
+    assert (toeplitz["implementation"], im2col["implementation"]) == ("jaxnets-scan", "jaxnets-im2col-scan")
+    # Same params, keys and batches; only the convolution's arithmetic differs (float rounding).
+    assert toeplitz["train_loss"] == pytest.approx(im2col["train_loss"], rel=1e-4)
+    assert toeplitz["train_accuracy"] == pytest.approx(im2col["train_accuracy"], abs=2 / result["examples"])
