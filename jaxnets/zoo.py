@@ -4,14 +4,13 @@ inspected (``jaxnets.inspect.summary``) without training. Re-exported by :mod:`j
 
 Speed on CPU. XLA:CPU's own convolution is slow for these small layers, and about 4× slower
 again inside ``lax.scan`` (see benchmarks/RESULTS.md). Two layers compute the same convolution as
-:class:`jaxnets.nn.Conv2D` (same params, same result) as one matmul instead:
-:class:`Im2ColConv2D` over patches gathered with ``kh·kw`` strided slices, and
-:class:`ToeplitzConv2D` over strips of ``kh`` input rows against a banded (Toeplitz) weight
-matrix, which does more multiply-adds but in a matmul of a far better shape when there are few
-channels (LeNet).
-Both are as fast inside ``scan`` as outside. :class:`ReshapeMaxPool2D` does non-overlapping max
-pooling with a reshape and a max instead of ``reduce_window``. LeNet-5 uses ``conv="toeplitz"``
-by default, the ResNet ``conv="im2col"``; ``conv="xla"`` gives the plain layers.
+:class:`jaxnets.nn.Conv2D` (same params, same result) as one matmul instead, and are as fast
+inside ``scan`` as outside: :class:`Im2ColConv2D` over patches gathered with ``kh·kw`` strided
+slices, and :class:`ToeplitzConv2D` over strips of ``kh`` input rows against a banded (Toeplitz)
+weight matrix, which does more multiply-adds but in a matmul of a far better shape when there are
+few channels. :class:`ReshapeMaxPool2D` does non-overlapping max pooling with a reshape and a max
+instead of ``reduce_window``. LeNet-5 uses ``conv="toeplitz"`` by default, the ResNet
+``conv="im2col"``; ``conv="xla"`` gives the plain layers.
 """
 
 from __future__ import annotations
