@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
     x, t, weights = make_problem(sizes, args.batch)
     loss, params = jax_loss(sizes, x, t), jax_params(weights)
     P = sum(int(v.size) for v in jax.tree_util.tree_leaves(params))
-    print(f"tanh MLP {'-'.join(map(str, sizes))}, P = {P}, batch {args.batch}, float64; {common.machine_info()}")
+    print(f"tanh MLP {'-'.join(map(str, sizes))}, P = {P}, batch {args.batch}, float64; {common.environment()}")
 
     chunks = [int(c) for c in args.chunks.split(",")] if not args.quick else [64]
     model, head = jax_model(sizes), jax_head(t)
@@ -238,7 +238,7 @@ def main(argv=None) -> dict:
     best_generic = min((k for k in times if k.startswith("jaxnets-generic")), key=lambda k: min(times[k]))
     best = min((k for k in times if k.startswith("jaxnets")), key=lambda k: min(times[k]))
     result = {"P": P, "batch": args.batch, "rows": rows, "ratios": ratios, "naive": naive, "memory": memory, "best": best}
-    print(json.dumps(common.machine_info()))
+    print(json.dumps(common.environment()))
     print(f"generic ({best_generic}): jaxnets_fd_vs_torch_gradcheck={torch_seconds / min(times[best_generic]):.2f} "
           f"fd_seconds={min(times[best_generic]):.3f}")
     print(f"best: {best}")

@@ -225,10 +225,10 @@ def main(argv=None) -> dict:
         x, y = x[:examples], y[:examples]
     x, y = np.ascontiguousarray(x, np.float32), np.asarray(y, np.int32)
     steps = x.shape[0] // BATCH
-    info = common.machine_info()
+    info = common.environment()
     print(f"data: {source}, {x.shape[0]} examples, {steps} steps of {BATCH}; {info['cpu']}, {info['cores']} cores "
           f"({info['simd']}), jax {info['versions']['jax']}, torch {info['versions']['torch']}, "
-          f"XLA_FLAGS={info['XLA_FLAGS']!r}")
+          f"XLA_FLAGS={info['xla_flags']!r}")
     (jnp.zeros(()) + 1).block_until_ready()
     runners, first, last = {}, {}, {}
     for name in names:

@@ -280,9 +280,9 @@ def main(argv=None) -> dict:
 
     x, y, source = load_data(examples)
     steps = x.shape[0] // BATCH
-    info = common.machine_info()
+    info = common.environment()
     print(f"data: {source}, {x.shape[0]} examples, {steps} steps of {BATCH}; {info['cpu']}, {info['cores']} cores "
-          f"({info['simd']}), jax {info['versions']['jax']}, XLA_FLAGS={info['XLA_FLAGS']!r}")
+          f"({info['simd']}), jax {info['versions']['jax']}, XLA_FLAGS={info['xla_flags']!r}")
     (jnp.zeros(()) + 1).block_until_ready()
 
     factories = dict(FACTORIES)

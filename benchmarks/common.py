@@ -5,7 +5,8 @@
   min/median.
 * :func:`matmul_peak` — the machine's measured fp32 matmul throughput (GFLOP/s) with a large
   ``jnp`` matmul, best of several, taken in the same run as the benchmark.
-* :func:`machine_info` — CPU, core count, SIMD flags, library versions, XLA_FLAGS, backend.
+* the machine record is :func:`jaxnets.runtime.environment` (CPU, cores, SIMD flags, versions, XLA_FLAGS,
+  backend), the one every run writes.
 * :func:`format_table` — a plain-text table for the terminal and RESULTS.md.
 * :func:`read_idx` / :func:`fashion_mnist_train` — the training set straight from the gzip IDX
   files (used when ``jaxnets.data`` is not importable).
@@ -13,11 +14,9 @@
 
 from __future__ import annotations
 
-import datetime
 import gzip
 import importlib
 import os
-import platform
 import statistics
 import struct
 import time
@@ -115,54 +114,20 @@ def matmul_peak(n: int = 4096, repeats: int = 5, dtype: str = "float32") -> floa
     return 2.0 * n**3 / best / 1e9
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def environment() -> dict:
+    """:func:`jaxnets.runtime.environment`, the record every run writes (imported here, on first use,
+    so that a benchmark chooses its threads and flags before JAX starts)."""
+    from jaxnets import runtime
 
-
-def _simd_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "?"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-    return ",".join(f for f in wanted if f in flags) or "none"
+    return runtime.environment()
 
 
 def version_of(module: str) -> str | None:
-    """The ``__version__`` of an importable module, or None when it is not installed."""
+    """The ``__version__`` of an importable module, or None when it is not installed (or broken)."""
     try:
         return getattr(importlib.import_module(module), "__version__", "?")
     except Exception:  # a broken optional install counts as absent
         return None
-
-
-def machine_info(modules: Sequence[str] = ("jax", "jaxlib", "optax", "flax", "equinox", "torch", "numpy")) -> dict:
-    """What a benchmark result needs to be reproduced: date, CPU, cores, SIMD, Python, the
-    versions of ``modules`` (None where not installed), JAX backend/devices and XLA_FLAGS."""
-    info = {
-        "date": datetime.date.today().isoformat(),
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "simd": _simd_flags(),
-        "python": platform.python_version(),
-        "versions": {m: version_of(m) for m in modules},
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-    }
-    try:
-        import jax
-
-        info["backend"] = jax.default_backend()
-        info["devices"] = [str(d) for d in jax.devices()]
-    except Exception:
-        pass
-    return info
 
 
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
@@ -226,28 +191,26 @@ def jaxnets_epoch_fn(model, x, y, *, engine: str, batch_size: int, learning_rate
                      seed: int = 0) -> Callable[[], tuple[float, float]]:
     """A jaxnets model trained the way ``jaxnets.fit`` trains it, one epoch per call: Adam at
     ``learning_rate``, the scanned epoch (``engine="scan"``) or the per-step engine (``"step"``),
-    epoch e keyed by ``fold_in(key, e)``, l1 = l2 = 0.0 (Python floats). x: (N, …), y: (N,).
+    epoch e keyed by ``fold_in(key, e)``, no penalties. x: (N, …), y: (N,).
     Returns ``run_epoch() -> (mean loss, accuracy)``, blocking until the epoch is done."""
     import jax
     import jax.numpy as jnp
 
     from jaxnets import optim
-    from jaxnets.loop import _step_engine  # what fit(engine="step") runs
-    from jaxnets.train import TrainState, make_epoch_fn
+    from jaxnets.train import TrainState, make_epoch_fn, make_step_epoch_fn
 
     optimizer = optim.optimizer("adam", learning_rate)
     params, state = model.init(jax.random.PRNGKey(seed), x[:1])
     if engine == "scan":
         epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=batch_size))
     else:
-        epoch_fn = _step_engine(model, "cross_entropy", optimizer, batch_size, None)
+        epoch_fn = make_step_epoch_fn(model, "cross_entropy", optimizer, batch_size=batch_size)
     x_dev, y_dev = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
     carry = {"ts": TrainState(params, state, optimizer.init(params)), "epoch": 0}
     key = jax.random.PRNGKey(seed)
 
     def run_epoch():
-        carry["ts"], (losses, corrects) = epoch_fn(carry["ts"], x_dev, y_dev, jax.random.fold_in(key, carry["epoch"]),
-                                                   0.0, 0.0)
+        carry["ts"], (losses, corrects) = epoch_fn(carry["ts"], x_dev, y_dev, jax.random.fold_in(key, carry["epoch"]))
         carry["epoch"] += 1
         losses = np.asarray(losses)
         return float(losses.mean()), float(np.sum(corrects)) / (losses.size * batch_size)

@@ -47,6 +47,7 @@ from jaxnets.activations import get_activation
 from jaxnets.initializers import initializer_for
 from jaxnets.losses import cross_entropy
 from jaxnets.nn import Activation, Dense
+from jaxnets.runtime import environment
 from jaxnets.seeds import fit_seeds, init_runs, make_evaluate_runs_fn, make_metrics_runs_fn, seed_keys
 
 __all__ = ["Config", "run", "run_short_study", "format_table", "headline", "SUMMARY_SCHEMA"]
@@ -272,7 +273,7 @@ def run(config: Config, *, progress: bool = True) -> dict:
             store.save(spec["name"], record)
         records.append(record)
     summary = {"experiment": "activations", "dataset": dataset_name, "quick": config.quick, "config": fields,
-               "environment": common.environment(), "target_train_error": config.target_train_error,
+               "environment": environment(), "target_train_error": config.target_train_error,
                "runs": [summarize_run(r, config) for r in records], "failed_runs": failed,
                "seconds": time.perf_counter() - started}
     write_outputs(out, summary, records, config)

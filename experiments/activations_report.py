@@ -30,7 +30,7 @@ SUMMARY_SCHEMA = {
     "properties": {
         "experiment": {"enum": ["activations"]}, "dataset": {"type": "string"}, "quick": {"type": "boolean"},
         "config": {"type": "object", "required": ["seeds", "epochs", "depths", "activations"]},
-        "environment": {"type": "object", "required": ["jax", "device"]},
+        "environment": {"type": "object", "required": ["versions", "device_kind", "cpu"]},
         "target_train_error": {"type": "number", "minimum": 0, "maximum": 1}, "seconds": {"type": "number"},
         "runs": {"type": "array", "items": {
             "type": "object",

@@ -1,5 +1,5 @@
 """Output helpers shared by experiments: summary.json (validated against a schema), per-epoch CSV,
-report.md, the environment record, and run-level bookkeeping so that an interrupted experiment
+report.md, and run-level bookkeeping so that an interrupted experiment
 resumes without redoing finished runs.
 
 Layout of ``results/NAME/`` for an experiment built on these helpers::
@@ -14,15 +14,14 @@ Layout of ``results/NAME/`` for an experiment built on these helpers::
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import json
-import math
 import os
-import platform
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from jaxnets._util import to_json
 
 SUMMARY = "summary.json"
 OWNED = (SUMMARY, "report.md", "runs", "checkpoints")  # what clear_outputs removes
@@ -30,23 +29,6 @@ OWNED = (SUMMARY, "report.md", "runs", "checkpoints")  # what clear_outputs remo
 
 class SchemaError(ValueError):
     """A document does not match its schema; the message names the path, e.g. ``runs[3].depth``."""
-
-
-def to_json(value: Any) -> Any:
-    """JSON-ready copy: dataclasses → dicts, Paths → str, tuples/arrays → lists, NaN/inf → None."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):  # NumPy / JAX arrays and scalars
-        return to_json(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def config_dict(config: Any) -> dict:
@@ -57,16 +39,6 @@ def config_dict(config: Any) -> dict:
 def fingerprint(value: Any) -> str:
     """A short stable hash of a JSON-able value (used to key checkpoints by config)."""
     return hashlib.sha256(json.dumps(to_json(value), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def environment() -> dict:
-    """Versions and device recorded with every summary."""
-    import jax
-    import jaxlib
-
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
-            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),

@@ -40,6 +40,7 @@ from experiments import common  # noqa: E402
 from jaxnets import backprop, gradcheck, models  # noqa: E402
 from jaxnets.losses import cross_entropy  # noqa: E402
 from jaxnets.nn import Activation, Dense, Flatten, Sequential  # noqa: E402
+from jaxnets.runtime import environment  # noqa: E402
 
 __all__ = ["Config", "run", "headline", "SUMMARY_SCHEMA"]
 
@@ -356,7 +357,7 @@ def report(summary: dict) -> str:
         f"Dense weight updates its layer's output in rank one) on MLPs and a small CNN; batch {summary['config']['batch']} "
         f"(cost timings: batch {summary['config']['cost_batch']}), cross-entropy loss. "
         "Relative error = ‖g₁ − g₂‖ / max(‖g₁‖, ‖g₂‖); tolerance 1e-7 (float64), 1e-2 (float32). "
-        f"Machine: {summary['environment']['device']}, {summary['environment']['cpu_count']} cores; "
+        f"Machine: {summary['environment']['cpu']} ({summary['environment']['device_kind']}), {summary['environment']['cores']} cores; "
         "timings are minima of repeated calls after compilation, on a CPU shared with other jobs.",
         "## What the numbers say", claims, "## Agreement", cases,
         "## Error vs ε", "![error vs ε](eps_sweep.png)",
@@ -389,7 +390,7 @@ def run(config: Config) -> dict:
         by_params = cost_vs_params(config, key, limits)
         print("cost vs L:", flush=True)
         by_depth = cost_vs_depth(config, key, limits["cost_depths"])
-    summary = {"config": common.config_dict(config), "environment": common.environment(), "cases": cases,
+    summary = {"config": common.config_dict(config), "environment": environment(), "cases": cases,
                "eps_sweep": sweep, "cost_vs_params": by_params, "cost_vs_depth": by_depth}
     summary["claims"] = judge(summary)
     summary["seconds"] = time.perf_counter() - started

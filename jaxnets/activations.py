@@ -13,6 +13,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxnets._util import unknown
+
 Array = jax.Array
 
 
@@ -94,6 +96,4 @@ def get_activation(name: str) -> Callable[..., Array]:
     try:
         return ACTIVATIONS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown activation {name!r}; known activations: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+        raise unknown("activation", name, sorted(ACTIVATIONS)) from None

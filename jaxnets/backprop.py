@@ -28,8 +28,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
+from jaxnets._util import unknown
 from jaxnets.losses import get_loss
-from jaxnets.nn.core import Activation, Dense, Flatten, Layer, Sequential, _broadcast_last
+from jaxnets.nn._util import broadcast_last
+from jaxnets.nn.core import Activation, Dense, Flatten, Layer, Sequential
 
 Array = jax.Array
 __all__ = ["LOSS_DELTAS", "forward", "backward", "output_delta", "backprop", "layer_gradient", "naive_gradients",
@@ -71,7 +73,7 @@ def activation_derivative(layer: Activation, params: dict, z: Array, a: Array,
         beta = options.get("beta", 1.0)
         return beta * a * (grad_a - jnp.sum(grad_a * a, axis=-1, keepdims=True)), {}
     if name == "prelu":
-        slope = _broadcast_last(params["slope"], z.ndim)
+        slope = broadcast_last(params["slope"], z.ndim)
         positive = z >= 0
         grad_slope = jnp.sum(jnp.where(positive, 0.0, z) * grad_a, axis=tuple(range(z.ndim - 1)))
         return jnp.where(positive, grad_a, slope * grad_a), {"slope": grad_slope}
@@ -160,7 +162,7 @@ LOSS_DELTAS: dict[str, Callable[[Array, Array], Array]] = {
 def output_delta(loss: str, outputs: Array, targets: Array) -> tuple[Array, Array]:
     """(mean loss, ∂(mean loss)/∂outputs): outputs (batch, k) → scalar, (batch, k)."""
     if loss not in LOSS_DELTAS:
-        raise ValueError(f"backprop: unknown loss {loss!r}; known losses: {', '.join(sorted(LOSS_DELTAS))}")
+        raise unknown("loss", loss, sorted(LOSS_DELTAS), plural="losses for backprop")
     value = jnp.mean(get_loss(loss)(outputs, targets))
     return value, LOSS_DELTAS[loss](outputs, targets).reshape(outputs.shape) / outputs.shape[0]
 

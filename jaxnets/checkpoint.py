@@ -4,20 +4,25 @@ A checkpoint of step ``n`` is the directory ``<directory>/step_<n:08d>/`` holdin
 
 * ``arrays.msgpack`` — the pytree (params, state, Optax state, PRNG key, ...) as a
   :mod:`flax.serialization` state dict in msgpack; no pickle, so no code runs on load;
-* ``metadata.json`` — ``{"format": 1, "step": n, "jax_version": ..., "metadata": {...}}``.
+* ``metadata.json`` — ``{"format": 2, "step": n, "jax_version": ..., "metadata": {...},
+  "sha256": {"arrays.msgpack": ..., "metadata": ...}}``: the SHA-256 of the arrays file and of the
+  metadata itself, checked on restore, so a flipped byte is an error naming the file, never
+  silently different weights.
 
 * :func:`save_checkpoint` writes into a temporary sibling ``.tmp-...`` directory, fsyncs, then
   renames it into place, so a save killed halfway leaves the previous checkpoints loadable and never
   a half-written ``step_*`` directory; then it keeps only the newest ``keep`` checkpoints.
 * :func:`latest_step` — the newest complete checkpoint.
-* :func:`restore_checkpoint` — restores into the structure of a target pytree, checking the tree,
-  every leaf's shape and dtype, and naming the key path (``params/dense1/w``) on a mismatch.
+* :func:`restore_checkpoint` — restores into the structure of a target pytree, checking the
+  checksums, the format version, the tree, every leaf's shape and dtype, and naming the file or the
+  key path (``params/dense1/w``) on a mismatch. :func:`read_metadata` reads the metadata alone.
 
 One process saves into a directory at a time; concurrent writers are not supported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,9 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jaxnets._util import to_json
+
 ARRAYS_FILE = "arrays.msgpack"
 METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _TMP_DIR = re.compile(r"^\.tmp-(new|old|del)-step_(\d+)-(\d+)-[0-9a-f]+$")
 
@@ -82,24 +89,14 @@ def _to_storable(leaf: Any) -> np.ndarray:
     return np.asarray(leaf)
 
 
-def _to_json(value: Any, path: str) -> Any:
-    """``value`` as plain JSON types; NumPy/JAX scalars become Python numbers."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"metadata key {key!r} at {path or '<root>'!r} must be a str, "
-                                f"got {type(key).__name__}")
-            out[key] = _to_json(item, f"{path}/{key}" if path else key)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_to_json(item, f"{path}/{i}") for i, item in enumerate(value)]
-    if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
-        return np.asarray(value).item()
-    raise TypeError(f"metadata at {path or '<root>'!r} is not JSON-serialisable: {type(value).__name__} "
-                    f"{np.shape(value) if hasattr(value, 'shape') else ''} (arrays belong in the tree)")
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(document: dict) -> bytes:
+    """The bytes the metadata checksum covers: everything but the checksums, keys sorted."""
+    return json.dumps({k: v for k, v in document.items() if k != "sha256"}, sort_keys=True,
+                      allow_nan=False).encode()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -177,10 +174,12 @@ def save_checkpoint(directory: str | os.PathLike, step: int, tree: Any, *,
     step = int(step)
     directory = Path(directory)
     # Serialise everything before touching the disk, so bad input changes nothing.
-    meta_json = json.dumps({"format": FORMAT_VERSION, "step": step, "jax_version": jax.__version__,
-                            "metadata": _to_json({} if metadata is None else metadata, "")}, indent=1)
     state = serialization.to_state_dict(jax.tree_util.tree_map(_to_storable, tree))
     arrays = serialization.msgpack_serialize(state)
+    document = {"format": FORMAT_VERSION, "step": step, "jax_version": jax.__version__,
+                "metadata": to_json({} if metadata is None else metadata)}
+    document["sha256"] = {ARRAYS_FILE: _sha256(arrays), "metadata": _sha256(_canonical(document))}
+    meta_json = json.dumps(document, indent=1, allow_nan=False)
 
     directory.mkdir(parents=True, exist_ok=True)
     final = _step_dir(directory, step)
@@ -259,7 +258,45 @@ def _restore_leaves(expected: Any, found: Any, path: str) -> Any:
                               + (" (key data of a typed PRNG key)" if typed_key else ""))
     if typed_key:
         return jax.random.wrap_key_data(found, impl=jax.random.key_impl(expected))
+    if isinstance(expected, (np.ndarray, np.generic)):
+        return found.copy()  # NumPy leaves stay NumPy, in their own dtype (float64 included)
     return jnp.asarray(found, dtype=spec.dtype)
+
+
+def _checkpoint_path(directory: Path, step: int | None) -> Path:
+    if step is None:
+        step = latest_step(directory)
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {str(directory)!r}")
+    path = _step_dir(directory, step)
+    if not _is_complete(path):
+        raise FileNotFoundError(f"no complete checkpoint of step {step} in {str(directory)!r} "
+                                f"(available: {_complete_steps(directory)})")
+    return path
+
+
+def _read_document(meta_file: Path) -> dict:
+    """metadata.json, checked: readable JSON, the supported format, its own checksum."""
+    try:
+        document = json.loads(meta_file.read_text())
+        checksums = document["sha256"]
+        document["metadata"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"corrupt checkpoint file {str(meta_file)!r}: {e!r}") from e
+    if document.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{str(meta_file)!r}: checkpoint format {document.get('format')!r}; this version of "
+                              f"jaxnets reads format {FORMAT_VERSION} (start the run afresh in a new directory)")
+    if checksums.get("metadata") != _sha256(_canonical(document)):
+        raise CheckpointError(f"corrupt checkpoint file {str(meta_file)!r}: its contents do not match their "
+                              "SHA-256 checksum")
+    return document
+
+
+def read_metadata(directory: str | os.PathLike, *, step: int | None = None) -> dict:
+    """The metadata saved with checkpoint ``step`` (default: the latest), checked like
+    :func:`restore_checkpoint` checks it; raises FileNotFoundError or CheckpointError."""
+    path = _checkpoint_path(Path(directory), step)
+    return _read_document(path / METADATA_FILE)["metadata"]
 
 
 def restore_checkpoint(directory: str | os.PathLike, target: Any, *,
@@ -274,31 +311,25 @@ def restore_checkpoint(directory: str | os.PathLike, target: Any, *,
 
     Returns:
       ``(tree, metadata)``: ``tree`` has ``target``'s structure with jax-array leaves of the
-      target's dtypes (typed PRNG keys re-wrapped with the target's implementation).
+      target's dtypes (typed PRNG keys re-wrapped with the target's implementation; NumPy leaves of
+      the target come back as NumPy arrays).
 
     Raises:
       FileNotFoundError: no (complete) checkpoint in ``directory`` or no checkpoint ``step``.
-      CheckpointError: a corrupt file (named), or a tree/shape/dtype mismatch (key path named).
+      CheckpointError: a corrupt file or a checksum mismatch (the file named), an unsupported
+        format, or a tree/shape/dtype mismatch (the key path named).
     """
-    directory = Path(directory)
-    if step is None:
-        step = latest_step(directory)
-        if step is None:
-            raise FileNotFoundError(f"no complete checkpoint in {str(directory)!r}")
-    path = _step_dir(directory, step)
-    if not _is_complete(path):
-        raise FileNotFoundError(f"no complete checkpoint of step {step} in {str(directory)!r} "
-                                f"(available: {_complete_steps(directory)})")
+    path = _checkpoint_path(Path(directory), step)
     arrays_file, meta_file = path / ARRAYS_FILE, path / METADATA_FILE
+    document = _read_document(meta_file)
+    raw = arrays_file.read_bytes()
+    if document["sha256"].get(ARRAYS_FILE) != _sha256(raw):
+        raise CheckpointError(f"corrupt checkpoint file {str(arrays_file)!r}: its contents do not match the SHA-256 "
+                              f"checksum recorded in {METADATA_FILE}")
     try:
-        found = serialization.msgpack_restore(arrays_file.read_bytes())
+        found = serialization.msgpack_restore(raw)
     except Exception as e:  # msgpack raises ValueError, ExtraData, TypeError, ... on corrupt input
         raise CheckpointError(f"corrupt checkpoint file {str(arrays_file)!r}: {e}") from e
-    try:
-        meta = json.loads(meta_file.read_text())
-        metadata = meta["metadata"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"corrupt checkpoint file {str(meta_file)!r}: {e!r}") from e
     expected = serialization.to_state_dict(target)
     restored = _restore_leaves(expected, found, "")
-    return serialization.from_state_dict(target, restored), metadata
+    return serialization.from_state_dict(target, restored), document["metadata"]

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxnets._util import unknown
+
 # ----------------------------------------------------------------------------------------- IDX files
 
 
@@ -116,9 +118,12 @@ SYSTEM_DATA_DIRS: tuple[str, ...] = ("/usr/share/datasets",)
 
 def dataset_search_dirs(subdir: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Directories searched, in order, for a dataset stored under ``subdir`` (e.g. "fashion-mnist"):
-    ``data_dir`` if given, ``$JAXNETS_DATA/<subdir>`` if set, ``~/.cache/jaxnets/<subdir>``, then
+    only ``data_dir`` when it is given (an explicit directory is never silently replaced by
+    another); else ``$JAXNETS_DATA/<subdir>`` if set, ``~/.cache/jaxnets/<subdir>``, then
     ``<d>/<subdir>`` for each ``d`` in ``SYSTEM_DATA_DIRS``."""
-    dirs = [Path(data_dir).expanduser()] if data_dir is not None else []
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    dirs = []
     if os.environ.get("JAXNETS_DATA"):
         dirs.append(Path(os.environ["JAXNETS_DATA"]).expanduser() / subdir)
     dirs.append(Path.home() / ".cache" / "jaxnets" / subdir)
@@ -149,8 +154,9 @@ def _load_idx_dataset(name: str, subdir: str, data_dir: str | os.PathLike | None
     partial = ("\nincomplete directories:\n" + "\n".join(notes)) if notes else ""
     raise DatasetNotFoundError(
         f"{name} not found: looked for {', '.join(IDX_FILES)} (each optionally .gz) in\n{looked}{partial}\n"
-        f"To get it: {how_to_get}put the four IDX files in ~/.cache/jaxnets/{subdir} or "
-        f"$JAXNETS_DATA/{subdir}, or pass data_dir=.")
+        + (f"data_dir={str(data_dir)!r} was given, so no other directory was searched." if data_dir is not None else
+           f"To get it: {how_to_get}put the four IDX files in ~/.cache/jaxnets/{subdir} or "
+           f"$JAXNETS_DATA/{subdir}, or pass data_dir=."))
 
 
 def _dataset_from_idx(name: str, paths: Sequence[Path], num_classes: int = 10) -> Dataset:
@@ -233,7 +239,7 @@ def load_dataset(name: str, **kwargs: Any) -> Dataset:
     """Load a dataset by name (``DATASETS``; "fashion-mnist" is accepted for "fashion_mnist")."""
     key = name.replace("-", "_")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise unknown("dataset", name, DATASETS)
     return DATASETS[key](**kwargs)
 
 
@@ -362,7 +368,7 @@ SYNTHETIC: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
 def make_synthetic(name: str, n: int, *, key: jax.Array, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Make the synthetic set ``name`` (``SYNTHETIC``) with n points; kwargs go to its generator."""
     if name not in SYNTHETIC:
-        raise ValueError(f"unknown synthetic set {name!r}; known sets: {', '.join(SYNTHETIC)}")
+        raise unknown("synthetic set", name, SYNTHETIC)
     return SYNTHETIC[name](n, key=key, **kwargs)
 
 

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxnets._util import path_str
+
 Array = jax.Array
 PyTree = Any
 __all__ = ["default_epsilon", "default_tolerance", "finite_difference_fn", "finite_difference_grad",
@@ -190,7 +192,7 @@ def sequential_finite_difference_fn(model: Any, head: Callable[[Array], Array], 
             step_leaves = jax.tree_util.tree_leaves(steps[name])
             out, layer_slopes = None, []
             for (path, leaf), step in zip(leaves, step_leaves):
-                flat, key = leaf.reshape(-1), _path_name(path)
+                flat, key = leaf.reshape(-1), path_str(path)
                 step = step.astype(flat.dtype)
                 rank_one = isinstance(layer, Dense) and key in ("w", "b")
                 if rank_one:
@@ -317,10 +319,6 @@ class GradientReport:
         return f"**{self.verdict()}**\n\n" + "\n".join(table)
 
 
-def _path_name(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def compare_gradients(a: PyTree, b: PyTree, *, names: Sequence[str] = ("autodiff", "numeric"),
                       tolerance: float | None = None) -> GradientReport:
     """Compares two gradients with the same tree structure; ``tolerance`` defaults to
@@ -335,10 +333,10 @@ def compare_gradients(a: PyTree, b: PyTree, *, names: Sequence[str] = ("autodiff
     for (path, leaf_a), leaf_b in zip(leaves_a, leaves_b):
         x, y = np.asarray(leaf_a, np.float64), np.asarray(leaf_b, np.float64)
         if x.shape != y.shape:
-            raise ValueError(f"compare_gradients: leaf {_path_name(path)} has shapes {x.shape} and {y.shape}")
+            raise ValueError(f"compare_gradients: leaf {path_str(path)} has shapes {x.shape} and {y.shape}")
         error = relative_error(x, y)
         worst = np.unravel_index(int(np.argmax(np.abs(x - y))), x.shape) if x.size else ()
-        reports.append(LeafReport(_path_name(path), x.shape, float(np.linalg.norm(x)), float(np.linalg.norm(y)),
+        reports.append(LeafReport(path_str(path), x.shape, float(np.linalg.norm(x)), float(np.linalg.norm(y)),
                                   error, tuple(int(i) for i in worst), float(x[worst]) if x.size else 0.0,
                                   float(y[worst]) if x.size else 0.0, bool(error <= tolerance)))
     return GradientReport(tuple(names), jnp.dtype(dtype).name, float(tolerance), relative_error(a, b), tuple(reports))

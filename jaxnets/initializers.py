@@ -18,6 +18,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxnets._util import unknown
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -77,9 +79,7 @@ def get_initializer(name_or_fn: str | Initializer) -> Initializer:
     try:
         return INITIALIZERS[name_or_fn]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown initializer {name_or_fn!r}; known initializers: {', '.join(sorted(INITIALIZERS))}"
-        ) from None
+        raise unknown("initializer", name_or_fn, sorted(INITIALIZERS)) from None
 
 
 def initializer_for(activation: str) -> str:

@@ -34,18 +34,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import nn
+from jaxnets._util import is_bias, path_str
 from jaxnets.nn.core import Layer
 
-BIAS_NAMES = ("b", "bias", "offset")
-
-
 class SummaryRow(NamedTuple):
-    """One layer: output_shape excludes the batch axis; counts are per example (None = unknown)."""
+    """One layer: output_shape excludes the batch axis; counts are per example (None = unknown,
+    e.g. the output shape of a submodule of an NNX or Equinox model)."""
 
     name: str
     type: str
-    output_shape: tuple[int, ...]
-    units: int
+    output_shape: tuple[int, ...] | None
+    units: int | None
     connections: int | None
     weights: int
     biases: int
@@ -67,14 +66,14 @@ class Summary(list):
     def total(self) -> SummaryRow:
         known = lambda f: None if any(getattr(r, f) is None for r in self) else sum(getattr(r, f) for r in self)
         last = self[-1].output_shape if len(self) else ()
-        return SummaryRow("total", "", last, sum(r.units for r in self), known("connections"),
+        return SummaryRow("total", "", last, known("units"), known("connections"),
                           sum(r.weights for r in self), sum(r.biases for r in self), known("flops"))
 
     def table(self) -> str:
         """The rows and a total as a Markdown-compatible text table."""
         head = ("layer", "type", "output shape", "units", "connections", "weights", "biases", "FLOPs")
         fmt = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
-        shape = lambda s: "×".join(map(str, s)) if s else "scalar"
+        shape = lambda s: "-" if s is None else "×".join(map(str, s)) if s else "scalar"
         body = [(r.name, r.type, shape(r.output_shape), *map(fmt, r[3:])) for r in [*self, self.total]]
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
         line = lambda vals: "| " + " | ".join(v.rjust(w) if i >= 3 else v.ljust(w)
@@ -178,16 +177,12 @@ def _rule(layer) -> Callable | None:
     return None
 
 
-def _leaf_name(path) -> str:
-    last = path[-1]
-    return str(getattr(last, "key", getattr(last, "name", getattr(last, "idx", last))))
-
-
 def count_params(params) -> tuple[int, int]:
-    """(weights, biases): the number of trainable values, biases (leaves named b/bias/offset) apart."""
+    """(weights, biases): the number of trainable values, biases (leaves named b/bias/offset, the
+    rule of :func:`jaxnets._util.is_bias`, which the penalties use too) apart."""
     weights = biases = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if _leaf_name(path) in BIAS_NAMES:
+        if is_bias(path):
             biases += int(np.prod(leaf.shape))
         else:
             weights += int(np.prod(leaf.shape))
@@ -278,13 +273,9 @@ def summary(model, input_shape: Sequence[int], *, fold: bool = True, print_table
 # ------------------------------------------------------------------- gradients and activations
 
 
-def _path_str(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def gradient_norms(grads) -> dict[str, float]:
     """The L2 norm of each leaf of a gradient tree, keyed by its path (``conv1/w``)."""
-    return {_path_str(p): float(jnp.linalg.norm(jnp.ravel(g))) for p, g in jax.tree_util.tree_leaves_with_path(grads)}
+    return {path_str(p): float(jnp.linalg.norm(jnp.ravel(g))) for p, g in jax.tree_util.tree_leaves_with_path(grads)}
 
 
 def activation_statistics(model, params, state, x, *, train: bool = False, key=None) -> dict[str, dict[str, float]]:

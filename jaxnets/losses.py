@@ -14,10 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnets._util import unknown, weight_mask
+
 Array = jax.Array
-
-WEIGHT_NAMES = ("w", "kernel", "embedding")
-
 
 def squared_error(outputs: Array, targets: Array) -> Array:
     """½‖y − t‖² per example. outputs, targets: (batch, ...) of equal shape → (batch,)."""
@@ -73,19 +72,7 @@ def get_loss(name_or_fn: str | Callable) -> Callable[[Array, Array], Array]:
     try:
         return LOSSES[name_or_fn]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {name_or_fn!r}; known losses: {', '.join(sorted(LOSSES))}") from None
-
-
-def weight_mask(params) -> dict:
-    """A pytree of bools like ``params``: True for weights (leaves named w/kernel/embedding),
-    False for biases and everything else. The default mask of the penalties."""
-
-    def is_weight(path, leaf):
-        last = path[-1]
-        name = getattr(last, "key", getattr(last, "name", None))
-        return name in WEIGHT_NAMES
-
-    return jax.tree_util.tree_map_with_path(is_weight, params)
+        raise unknown("loss", name_or_fn, sorted(LOSSES), plural="losses") from None
 
 
 def _masked_leaves(params, mask):
@@ -94,7 +81,8 @@ def _masked_leaves(params, mask):
 
 
 def l1_penalty(params, mask=None) -> Array:
-    """Σ|w| over the leaves selected by ``mask`` (default: weights, not biases)."""
+    """Σ|w| over the leaves selected by ``mask`` (default :func:`jaxnets._util.weight_mask`: every
+    trained value that is not a bias, i.e. not named b/bias/offset)."""
     return sum((jnp.sum(jnp.abs(w)) for w in _masked_leaves(params, mask)), jnp.zeros(()))
 
 

@@ -1,15 +1,24 @@
-"""Optimizers and learning-rate schedules by name, all from Optax.
+"""Optimizers and learning-rate schedules by name, all from Optax, and the one place that reads or
+writes an optimizer's hyper-parameters.
 
-Every optimizer is wrapped in ``optax.inject_hyperparams`` so that its learning rate lives
-in the optimizer state: the training engine can read it for logging and change it between
-epochs (step annealing on a validation plateau) without recompiling.
+Every optimizer is wrapped in ``optax.inject_hyperparams``, so its numeric hyper-parameters (the
+learning rate, momentum, b1, b2, eps, weight decay, …) live in the optimizer state:
+:func:`get_hyperparams` reads them for logging, and :func:`set_hyperparams` changes them between
+epochs (plateau annealing) or gives each of many stacked runs its own value
+(:func:`jaxnets.fit_seeds`'s ``hyperparams=``) without recompiling. No other module touches
+``opt_state.hyperparams``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
+
+from jaxnets._util import unknown
 
 Schedule = Callable[[int], float]
 
@@ -25,17 +34,13 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
-def _unknown(kind: str, name, known) -> ValueError:
-    return ValueError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")
-
-
 def optimizer(name: str, learning_rate: float | Schedule, **options) -> optax.GradientTransformation:
     """The Optax optimizer called ``name`` with its learning rate (a float or a schedule) made
     an injectable hyper-parameter. ``options`` go to the Optax constructor (e.g. ``b1``,
     ``momentum``, ``weight_decay``). ``momentum`` and ``nesterov`` are SGD with momentum 0.9.
     """
     if name not in OPTIMIZERS:
-        raise _unknown("optimizer", name, OPTIMIZERS)
+        raise unknown("optimizer", name, sorted(OPTIMIZERS))
     factory = optax.inject_hyperparams(OPTIMIZERS[name])
     try:
         return factory(learning_rate=learning_rate, **options)
@@ -43,12 +48,74 @@ def optimizer(name: str, learning_rate: float | Schedule, **options) -> optax.Gr
         raise TypeError(f"optimizer {name!r}: {e}") from None
 
 
-def current_learning_rate(opt_state) -> float | None:
-    """The learning rate stored in an ``inject_hyperparams`` state (None if there is none)."""
-    hyperparams = getattr(opt_state, "hyperparams", None)
-    if hyperparams is None or "learning_rate" not in hyperparams:
-        return None
-    return float(hyperparams["learning_rate"])
+_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+def _is_injected(node: Any) -> bool:
+    return isinstance(node, _INJECTED)
+
+
+def _injected_states(opt_state: Any) -> list:
+    """The ``inject_hyperparams`` states inside ``opt_state``, also when it is wrapped (e.g. by
+    ``optax.multi_transform`` in :func:`jaxnets.transfer.freeze`)."""
+    return [node for node in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_injected) if _is_injected(node)]
+
+
+def _scheduled(injected) -> set[str]:
+    return set(getattr(injected, "hyperparams_states", {}) or {})
+
+
+def hyperparam_names(opt_state: Any) -> list[str]:
+    """The names of the hyper-parameters ``opt_state`` exposes (those a schedule drives included)."""
+    names: list[str] = []
+    for injected in _injected_states(opt_state):
+        names += [n for n in injected.hyperparams if n not in names]
+    return names
+
+
+def get_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
+    """The optimizer's current hyper-parameters by name: scalars, or (runs,) arrays for stacked
+    runs. ``{}`` when the optimizer was not built with ``optax.inject_hyperparams`` (as
+    :func:`optimizer` builds every one). A scheduled value is the one used by the last step."""
+    values: dict[str, jax.Array] = {}
+    for injected in _injected_states(opt_state):
+        for name, value in injected.hyperparams.items():
+            values.setdefault(name, value)
+    return values
+
+
+def set_hyperparams(opt_state: Any, **values: float | Sequence[float] | jax.Array) -> Any:
+    """``opt_state`` with hyper-parameters replaced: a scalar sets every run, a sequence or array
+    gives one value per run of a stacked state (its length must equal the run count). Dtypes are
+    kept. Raises ValueError naming the hyper-parameters this optimizer exposes for an unknown
+    name, and for one driven by a schedule (its value is recomputed from the step count)."""
+    injected = _injected_states(opt_state)
+    exposed = hyperparam_names(opt_state)
+    for name in values:
+        if name not in exposed:
+            if not injected:
+                raise ValueError(f"cannot set {name!r}: this optimizer exposes no hyper-parameters; build it with "
+                                 "jaxnets.optim.optimizer or optax.inject_hyperparams")
+            raise unknown("hyper-parameter", name, exposed, plural="hyper-parameters of this optimizer")
+        if any(name in _scheduled(i) for i in injected):
+            raise ValueError(f"cannot set {name!r}: a schedule computes it from the step count; give the "
+                             "optimizer a constant to set it per run")
+
+    def replace(node):
+        if not _is_injected(node):
+            return node
+        hyperparams = dict(node.hyperparams)
+        for name, value in values.items():
+            if name in hyperparams:
+                current = jnp.asarray(hyperparams[name])
+                new = jnp.asarray(np.asarray(value, np.float64), current.dtype)
+                if new.ndim and new.shape != current.shape:
+                    runs = "a single run" if current.ndim == 0 else f"{current.shape[0]} runs"
+                    raise ValueError(f"{name}: {new.shape[0]} values for {runs}; give one value per run")
+                hyperparams[name] = jnp.broadcast_to(new, current.shape)
+        return node._replace(hyperparams=hyperparams)
+
+    return jax.tree_util.tree_map(replace, opt_state, is_leaf=_is_injected)
 
 
 def scale_learning_rate(base_learning_rate: float, batch_size: int, base_batch_size: int = 256) -> float:
@@ -100,35 +167,11 @@ def schedule(name: str, init_value: float, *, steps_per_epoch: int = 1, **option
     ``steps_per_epoch``). Names: constant; step (``epochs=[…]``, ``factor``); exponential
     (``decay_rate`` per epoch); cosine (``epochs``, ``final_fraction``); warmup
     (``warmup_epochs``, optional ``epochs`` for a cosine tail). Annealing when validation stops
-    improving is :class:`ReduceOnPlateau`, applied by ``fit`` between epochs.
+    improving is :class:`jaxnets.monitors.ReduceOnPlateau`, applied by ``fit`` between epochs.
     """
     if name not in SCHEDULES:
-        raise _unknown("schedule", name, SCHEDULES)
+        raise unknown("schedule", name, sorted(SCHEDULES))
     try:
         return SCHEDULES[name](init_value, steps_per_epoch, **options)
     except TypeError as e:
         raise TypeError(f"schedule {name!r}: {e}") from None
-
-
-class ReduceOnPlateau:
-    """Divide the learning rate by ``1/factor`` when the validation loss has not improved by more
-    than ``min_delta`` for ``patience`` epochs (the notes' "step annealing when validation
-    stops improving"). ``fit`` calls :meth:`update` after each epoch."""
-
-    def __init__(self, factor: float = 0.1, patience: int = 3, min_delta: float = 0.0, min_learning_rate: float = 0.0):
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceOnPlateau: factor must be in (0, 1), got {factor}")
-        self.factor, self.patience, self.min_delta, self.min_learning_rate = factor, patience, min_delta, min_learning_rate
-        self.best = float("inf")
-        self.bad_epochs = 0
-
-    def update(self, validation_loss: float, learning_rate: float) -> float:
-        """The learning rate for the next epoch."""
-        if validation_loss < self.best - self.min_delta:
-            self.best, self.bad_epochs = validation_loss, 0
-            return learning_rate
-        self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
-            self.bad_epochs = 0
-            return max(learning_rate * self.factor, self.min_learning_rate)
-        return learning_rate

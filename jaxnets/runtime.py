@@ -53,14 +53,52 @@ def use_cpu_devices(count: int | None = None) -> int:
     return count
 
 
-def environment(seed: int | None = None) -> dict:
-    """What a run records to be reproducible: versions, backend, device kind, XLA_FLAGS and seed."""
-    import jaxlib
-    import optax
+PACKAGES = ("jax", "jaxlib", "optax", "flax", "chex", "numpy", "equinox", "torch")
 
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _simd_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+    return ",".join(f for f in wanted if f in flags) or "none"
+
+
+def _version(module: str) -> str | None:
+    """The installed version of ``module`` (None when it is not installed), read from its package
+    metadata, so that nothing heavy (PyTorch) is imported just to be named."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(seed: int | None = None) -> dict:
+    """The one record of where and with what a run ran, written by the main job, every experiment
+    and every benchmark: date, Python, CPU model, cores and SIMD flags, the versions of
+    ``PACKAGES`` (None where not installed), JAX's backend, device kind and count, XLA_FLAGS and
+    the seed."""
+    import datetime
+
+    devices = jax.devices()
     return {
-        "jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__,
-        "python": platform.python_version(), "machine": platform.machine(),
-        "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-        "device_count": jax.device_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "seed": seed,
+        "date": datetime.date.today().isoformat(), "python": platform.python_version(),
+        "machine": platform.machine(), "cpu": _cpu_model(), "cores": os.cpu_count(), "simd": _simd_flags(),
+        "versions": {name: _version(name) for name in PACKAGES},
+        "backend": jax.default_backend(), "device_kind": devices[0].device_kind, "device_count": len(devices),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "seed": seed,
     }

@@ -3,25 +3,33 @@
 * :func:`objective` — the mean loss of a batch (plus L1/L2 penalties) as a pure function.
 * :func:`value_and_grad_fn`, :func:`per_example_loss_fn`, :func:`per_example_grad_fn` —
   ``jit``-compiled factories (the per-example ones through ``vmap``).
+* :func:`make_train_step` — one optimizer step on one batch.
 * :func:`make_epoch_fn` — one training epoch as one pure function: shuffle, then
-  ``lax.scan`` over minibatches. It can be ``vmap``-ped over seeds (:mod:`jaxnets.seeds`).
+  ``lax.scan`` over minibatches (the ``"scan"`` engine). It can be ``vmap``-ped over runs.
+* :func:`make_step_epoch_fn` — the same epoch as one compiled call per batch (the ``"step"``
+  engine), for one run or, with ``in_axes``, for stacked runs.
+* :func:`choose_engine` — which of the two an epoch uses.
 * :func:`make_evaluate_fn` — loss and accuracy over a whole set, in batches, as one call.
 
-The Python loop over epochs (``fit``) lives in :mod:`jaxnets.loop`.
+The Python loop over epochs that ``fit`` and ``fit_seeds`` share lives in :mod:`jaxnets._loop`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxnets._util import unknown
 from jaxnets.losses import correct, get_loss, l1_penalty, l2_penalty
 
 Array = jax.Array
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
+ENGINES = ("auto", "scan", "step")
 
 
 class TrainState(NamedTuple):
@@ -41,17 +49,21 @@ def objective(model, loss: str | Callable, penalty_mask=None) -> Callable:
 
     Returns ``f(params, state, x, t, key, train, l1, l2) -> (total, (new_state, outputs, data_loss))``
     where x: (batch, …), t: targets (batch, …), ``data_loss`` is the mean per-example loss and
-    ``total = data_loss + l1·Σ|w| + l2·½Σw²`` over the weights selected by ``penalty_mask``.
+    ``total = data_loss + l1·Σ|w| + l2·½Σw²`` over the weights selected by ``penalty_mask``. A
+    penalty strength that is ``None`` or a Python 0 adds no term to the compiled program.
     """
     loss_fn = get_loss(loss)
 
-    def f(params, state, x, t, key, train, l1=0.0, l2=0.0):
+    def absent(strength) -> bool:
+        return strength is None or (isinstance(strength, (int, float)) and strength == 0)
+
+    def f(params, state, x, t, key, train, l1=None, l2=None):
         outputs, new_state = model.apply(params, state, x, key=key, train=train)
         data_loss = jnp.mean(loss_fn(outputs, t))
         total = data_loss
-        if not (isinstance(l1, (int, float)) and l1 == 0):
+        if not absent(l1):
             total = total + l1 * l1_penalty(params, penalty_mask)
-        if not (isinstance(l2, (int, float)) and l2 == 0):
+        if not absent(l2):
             total = total + l2 * l2_penalty(params, penalty_mask)
         return total, (new_state, outputs, data_loss)
 
@@ -129,13 +141,14 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None)
     """One training epoch as a pure function (not jitted; ``jax.jit`` it, or ``vmap`` it first).
 
     ``epoch(train_state, x, t, key, l1, l2) -> (train_state, (losses, num_correct))`` with
-    x: (N, …), t: (N, …), losses and num_correct of shape (steps,) with steps = N // batch_size.
-    The whole epoch is one ``lax.scan`` over shuffled minibatches gathered from x and t, so
-    ``jax.vmap(epoch, in_axes=(0, None, None, 0, None, None))`` trains many seeds at once.
+    x: (N, …), t: (N, …), losses and num_correct of shape (steps,) with steps = N // batch_size;
+    ``l1``, ``l2``: penalty strengths (``None``, the default: no penalty term). The whole epoch is
+    one ``lax.scan`` over shuffled minibatches gathered from x and t, so
+    ``jax.vmap(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
     """
     step = make_train_step(model, loss, optimizer, penalty_mask)
 
-    def epoch(ts: TrainState, x, t, key, l1=0.0, l2=0.0):
+    def epoch(ts: TrainState, x, t, key, l1=None, l2=None):
         perm_key, step_key = jax.random.split(key)
         batches = epoch_batches(perm_key, x.shape[0], batch_size)  # (steps, batch)
         step_keys = jax.random.split(step_key, batches.shape[0])
@@ -145,6 +158,77 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None)
             return step(ts, x[idx], t[idx], k, l1, l2)
 
         return jax.lax.scan(body, ts, (batches, step_keys))
+
+    return epoch
+
+
+def choose_engine(engine: str, model) -> str:
+    """``"scan"`` (one compiled call per epoch) or ``"step"`` (one compiled call per batch).
+    ``"auto"`` picks scan; a model may declare ``preferred_engine(backend)`` where measurements show
+    per-step calls are faster on a backend (see benchmarks/RESULTS.md)."""
+    if engine not in ENGINES:
+        raise unknown("engine", engine, ENGINES)
+    if engine != "auto":
+        return engine
+    preferred = getattr(model, "preferred_engine", None)
+    return preferred(jax.default_backend()) if callable(preferred) else "scan"
+
+
+def _is_typed_key(key) -> bool:
+    return jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
+def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
+                       in_axes: tuple | None = None) -> Callable:
+    """One training epoch as one compiled call per batch (the ``"step"`` engine); the same
+    batches, keys and updates as :func:`make_epoch_fn`, so both engines train alike.
+
+    ``epoch(train_state, x, t, key, l1, l2) -> (train_state, (losses, num_correct))`` as in
+    :func:`make_epoch_fn`. One compiled ``plan`` per epoch draws the batch indices and step keys,
+    read back to the host once; each step gathers its own batch from the device-resident x, t, and
+    losses stay on the device until the epoch ends (2.2–2.7× faster than slicing with separate
+    device calls per step; benchmarks/RESULTS.md).
+
+    ``in_axes``: ``None`` for one run, or the ``vmap`` axes of ``(train_state, x, t, key, l1, l2)``
+    to train stacked runs (``key`` must be batched); losses and counts are then (runs, steps).
+    """
+    step = make_train_step(model, loss, optimizer, penalty_mask)
+
+    def gathered(ts, x, t, idx, key, l1, l2):  # idx: (batch_size,) indices
+        return step(ts, x[idx], t[idx], key, l1, l2)
+
+    def plan(key, num_examples):
+        perm_key, step_key = jax.random.split(key)
+        batches = epoch_batches(perm_key, num_examples, batch_size)  # (steps, batch_size)
+        return batches, jax.random.split(step_key, batches.shape[0])
+
+    if in_axes is not None:
+        ts_axis, x_axis, t_axis, key_axis, l1_axis, l2_axis = in_axes
+        if key_axis != 0:
+            raise ValueError("make_step_epoch_fn: stacked runs need one key per run (key axis 0)")
+        gathered = jax.vmap(gathered, in_axes=(ts_axis, x_axis, t_axis, 0, 0, l1_axis, l2_axis))
+        plan = jax.vmap(plan, in_axes=(0, None))
+
+    @functools.partial(jax.jit, static_argnums=(7,))
+    def compiled_step(ts, x, t, idx, key_data, l1, l2, typed_key):
+        return gathered(ts, x, t, idx, jax.random.wrap_key_data(key_data) if typed_key else key_data, l1, l2)
+
+    compiled_plan = jax.jit(plan, static_argnums=(1,))
+    step_axis = 0 if in_axes is None else 1
+
+    def epoch(ts, x, t, key, l1=None, l2=None):
+        batches, step_keys = compiled_plan(key, t.shape[0])  # t is shared by the runs: (N, …)
+        typed_key = _is_typed_key(step_keys)
+        batches = np.asarray(batches)
+        step_keys = np.asarray(jax.random.key_data(step_keys) if typed_key else step_keys)
+        losses, corrects = [], []
+        for s in range(batches.shape[step_axis]):
+            idx = np.take(batches, s, axis=step_axis)
+            ts, (batch_loss, batch_correct) = compiled_step(ts, x, t, idx, np.take(step_keys, s, axis=step_axis),
+                                                            l1, l2, typed_key)
+            losses.append(batch_loss)
+            corrects.append(batch_correct)
+        return ts, (jnp.stack(losses, axis=step_axis), jnp.stack(corrects, axis=step_axis))
 
     return epoch
 
@@ -175,3 +259,13 @@ def make_evaluate_fn(model, loss, *, batch_size: int = 1000) -> Callable:
         return loss_sum / n, correct_sum / n
 
     return evaluate
+
+
+def evaluate(model, params, state, data: tuple[Any, Any], *, loss: str | Callable,
+             batch_size: int = 1000) -> tuple[float, float]:
+    """``(mean loss, accuracy)`` of a trained model on ``data = (x, t)`` in evaluation mode
+    (accuracy is NaN for a loss that is not a classification loss). For many evaluations of one
+    model, :func:`make_evaluate_fn` compiles once."""
+    x, t = (jnp.asarray(a) for a in data)
+    value, accuracy = make_evaluate_fn(model, loss, batch_size=batch_size)(params, state, x, t)
+    return float(value), float(accuracy) if is_classification(loss) else float("nan")

@@ -24,7 +24,7 @@ import numpy as np
 from jax import lax
 
 from jaxnets import nn
-from jaxnets.nn.core import _broadcast_last
+from jaxnets.nn._util import broadcast_last
 
 
 def im2col_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
@@ -108,7 +108,7 @@ class _MatmulConv2D(nn.Conv2D):
         y = self.formulation(x.astype(dtype), params["w"].astype(dtype), self.strides, self.pads(x.shape),
                              self.dilation)
         if self.use_bias:
-            y = y + _broadcast_last(params["b"].astype(y.dtype), y.ndim)
+            y = y + broadcast_last(params["b"].astype(y.dtype), y.ndim)
         return y, state
 
 

@@ -1,6 +1,7 @@
 """Many runs in one compiled program (jaxnets.seeds): vmapped seeds train the same weights as
-sequential ``fit`` calls with the same keys, learning-rate grids match per-rate fits, an
-interrupted run resumes to the uninterrupted result, and diverging runs are reported."""
+sequential ``fit`` calls with the same keys, hyper-parameter grids match one fit per setting, an
+interrupted run resumes to the uninterrupted result, diverging runs are reported, runs split over
+devices train as on one. (The option-by-option equivalence with ``fit`` is tests/test_fit_options.py.)"""
 
 import chex
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxnets as jn
-from jaxnets import data, models, optim
+from jaxnets import data, losses, models, optim
 from jaxnets.seeds import (fit_seeds, init_runs, make_evaluate_runs_fn, seed_grid, seed_keys, stack_trees,
                            unstack_tree)
 from jaxnets.train import NonFiniteError, make_evaluate_fn
@@ -27,8 +28,8 @@ def setup(x, seeds=SEEDS, hidden=16):
     return model, inits, seed_keys(seeds)
 
 
-def sequential_fits(model, inits, keys, x, y, learning_rates, epochs=4, validation_data=None):
-    return [jn.fit(model, p, s, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", lr),
+def sequential_fits(model, inits, keys, x, y, learning_rates, epochs=4, validation_data=None, name="adam", **options):
+    return [jn.fit(model, p, s, (x, y), loss="cross_entropy", optimizer=optim.optimizer(name, lr, **options),
                    epochs=epochs, batch_size=32, key=keys[i], engine="scan", validation_data=validation_data,
                    progress=False)
             for i, ((p, s), lr) in enumerate(zip(inits, learning_rates))]
@@ -56,38 +57,72 @@ def test_vmapped_seeds_equal_sequential_fits():
         for i, fit_result in enumerate(sequential):
             chex.assert_trees_all_close(unstack_tree(result.params, i), fit_result.params, **tolerance)
             for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-                np.testing.assert_allclose(result.history[name][:, i], fit_result.history[name], **tolerance)
-        assert result.history["train_loss"].shape == (4, len(SEEDS))
+                np.testing.assert_allclose(np.asarray(result.history[name])[:, i], fit_result.history[name], **tolerance)
+        assert np.asarray(result.history["train_loss"]).shape == (4, len(SEEDS))
         assert (result.diverged_epoch == -1).all()
 
 
-def test_learning_rate_grid_equals_one_fit_per_rate():  # float32
+def test_seed_grid_is_a_product_over_named_values():
+    assert seed_grid([0, 1], learning_rate=[3e-3, 3e-2]) == ([0, 1, 0, 1], {"learning_rate": [3e-3, 3e-3, 3e-2, 3e-2]})
+    seeds, values = seed_grid([7], learning_rate=[1.0, 2.0], momentum=[0.5, 0.9])
+    assert seeds == [7] * 4
+    assert values == {"learning_rate": [1.0, 1.0, 2.0, 2.0], "momentum": [0.5, 0.9, 0.5, 0.9]}
+
+
+def test_hyperparameter_grid_equals_one_fit_per_setting():  # float32
     x, y = spirals()
-    assert seed_grid([0, 1], [3e-3, 3e-2]) == ([0, 1, 0, 1], [3e-3, 3e-3, 3e-2, 3e-2])
-    seeds, rates = seed_grid([5], [3e-3, 3e-2])
+    seeds, values = seed_grid([5], learning_rate=[3e-2, 1e-1], momentum=[0.5, 0.9])
     model, inits, keys = setup(x, seeds)
-    sequential = sequential_fits(model, inits, keys, x, y, rates, epochs=3)
+    sequential = [jn.fit(model, p, s, (x, y), loss="cross_entropy", optimizer=optim.optimizer("momentum", lr, momentum=m),
+                         epochs=3, batch_size=32, key=keys[i], progress=False)
+                  for i, ((p, s), lr, m) in enumerate(zip(inits, values["learning_rate"], values["momentum"]))]
     result = fit_seeds(model, stack_trees([p for p, _ in inits]), stack_trees([s for _, s in inits]), (x, y),
-                       loss="cross_entropy", optimizer=optim.optimizer("adam", 1.0), epochs=3, batch_size=32,
-                       keys=keys, learning_rates=rates, progress=False)
-    np.testing.assert_allclose(result.history["learning_rate"][-1], rates, rtol=1e-6)
+                       loss="cross_entropy", optimizer=optim.optimizer("momentum", 1.0), epochs=3, batch_size=32,
+                       keys=keys, hyperparams=values, progress=False)
+    np.testing.assert_allclose(result.history["learning_rate"][-1], values["learning_rate"], rtol=1e-6)
+    np.testing.assert_allclose(optim.get_hyperparams(result.opt_state)["momentum"], values["momentum"], rtol=1e-6)
     for i, fit_result in enumerate(sequential):
         chex.assert_trees_all_close(unstack_tree(result.params, i), fit_result.params, rtol=2e-5, atol=2e-6)
+    assert len({float(np.asarray(p["dense1"]["w"]).sum()) for p in (unstack_tree(result.params, i) for i in range(4))}) == 4
 
 
-def test_learning_rates_need_one_per_run_and_an_injectable_optimizer():
+def test_l2_per_run_equals_one_fit_per_strength():
+    x, y = spirals()
+    model, inits, keys = setup(x, [3, 3])
+    strengths = [0.0, 0.05]
+    sequential = [jn.fit(model, p, s, (x, y), loss="cross_entropy", optimizer=optim.optimizer("sgd", 0.1), epochs=3,
+                         batch_size=32, key=keys[i], l2=strength, progress=False)
+                  for i, ((p, s), strength) in enumerate(zip(inits, strengths))]
+    result = fit_seeds(model, stack_trees([p for p, _ in inits]), stack_trees([s for _, s in inits]), (x, y),
+                       loss="cross_entropy", optimizer=optim.optimizer("sgd", 0.1), epochs=3, batch_size=32, keys=keys,
+                       hyperparams={"l2": strengths}, progress=False)
+    for i, fit_result in enumerate(sequential):
+        chex.assert_trees_all_close(unstack_tree(result.params, i), fit_result.params, rtol=2e-5, atol=2e-6)
+    assert float(losses.l2_penalty(unstack_tree(result.params, 1))) < float(losses.l2_penalty(unstack_tree(result.params, 0)))
+
+
+def test_hyperparams_need_one_value_per_run_and_known_names():
     x, y = spirals(64)
     model, inits, keys = setup(x)
     params = stack_trees([p for p, _ in inits])
     state = stack_trees([s for _, s in inits])
     common = dict(loss="cross_entropy", epochs=1, batch_size=32, keys=keys, progress=False)
-    with pytest.raises(ValueError, match="one per run"):
-        fit_seeds(model, params, state, (x, y), optimizer=optim.optimizer("adam", 1e-2), learning_rates=[1e-2], **common)
+    adam = optim.optimizer("adam", 1e-2)
+    with pytest.raises(ValueError, match=r"learning_rate must be a number or 2 numbers \(one per run\), got shape \(3,\)"):
+        fit_seeds(model, params, state, (x, y), optimizer=adam, hyperparams={"learning_rate": [1e-2] * 3}, **common)
+    with pytest.raises(ValueError, match="unknown hyper-parameter 'momentum'; known hyper-parameters of this optimizer "
+                                         r"\(and penalties\): b1, b2, eps, eps_root, learning_rate, l1, l2"):
+        fit_seeds(model, params, state, (x, y), optimizer=adam, hyperparams={"momentum": [0.9] * 2}, **common)
     import optax
-    with pytest.raises(ValueError, match="injectable"):
-        fit_seeds(model, params, state, (x, y), optimizer=optax.adam(1e-2), learning_rates=[1e-2] * 2, **common)
+    with pytest.raises(ValueError, match="known hyper-parameters of this optimizer \\(and penalties\\): l1, l2"):
+        fit_seeds(model, params, state, (x, y), optimizer=optax.adam(1e-2), hyperparams={"learning_rate": [1e-2] * 2},
+                  **common)
+    with pytest.raises(ValueError, match="l2 is given twice"):
+        fit_seeds(model, params, state, (x, y), optimizer=adam, l2=0.1, hyperparams={"l2": [0.1, 0.2]}, **common)
     with pytest.raises(ValueError, match="leading run axis"):
-        fit_seeds(model, inits[0][0], inits[0][1], (x, y), optimizer=optim.optimizer("adam", 1e-2), **common)
+        fit_seeds(model, inits[0][0], inits[0][1], (x, y), optimizer=adam, **common)
+    with pytest.raises(ValueError, match=r"keys must be stacked PRNG keys, one per run"):
+        fit_seeds(model, params, state, (x, y), optimizer=adam, **{**common, "keys": jax.random.PRNGKey(0)})
 
 
 def test_metrics_fn_and_vmapped_evaluation_match_per_run_values():
@@ -101,12 +136,12 @@ def test_metrics_fn_and_vmapped_evaluation_match_per_run_values():
 
     result = fit_seeds(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2),
                        epochs=2, batch_size=32, keys=keys, metrics_fn=metrics, metrics_data=(jnp.float32(2.0),), progress=False)
-    assert result.history["w_norms"].shape == (2, len(SEEDS), 3)
+    assert np.asarray(result.history["w_norms"]).shape == (2, len(SEEDS), 3)
     losses_, accuracies = make_evaluate_runs_fn(model, "cross_entropy")(result.params, result.state, x, y)
     evaluate = make_evaluate_fn(model, "cross_entropy")
     for i in range(len(SEEDS)):
         p = unstack_tree(result.params, i)
-        np.testing.assert_allclose(result.history["w_norms"][-1, i], metrics(p, None, 2.0)["w_norms"], rtol=1e-5)
+        np.testing.assert_allclose(result.history["w_norms"][-1][i], metrics(p, None, 2.0)["w_norms"], rtol=1e-5)
         loss_i, accuracy_i = evaluate(p, unstack_tree(result.state, i), x, y)
         np.testing.assert_allclose([losses_[i], accuracies[i]], [loss_i, accuracy_i], rtol=1e-5)
 
@@ -124,15 +159,15 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
                   validation_data=(x, y), progress=False)
     whole = fit_seeds(model, params, state, (x, y), **common)
 
-    def interrupt_after_epoch_2(epoch, record):
-        if epoch == 2:
+    def interrupt_after_epoch_2(record):
+        if record["epoch"] == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit_seeds(model, params, state, (x, y), checkpoint_dir=tmp_path, callback=interrupt_after_epoch_2, **common)
+        fit_seeds(model, params, state, (x, y), checkpoint_dir=tmp_path, on_epoch_end=interrupt_after_epoch_2, **common)
     seen = []
     resumed = fit_seeds(model, params, state, (x, y), checkpoint_dir=tmp_path,
-                        callback=lambda epoch, record: seen.append(epoch), **common)
+                        on_epoch_end=lambda record: seen.append(record["epoch"]), **common)
     assert seen == [3, 4]  # epochs 0–2 were not redone
     chex.assert_trees_all_equal(resumed.params, whole.params)
     chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
@@ -149,11 +184,11 @@ def test_diverging_run_is_recorded_or_raised():
     state = stack_trees([s for _, s in inits])
     # Run 1 gets an infinite learning rate; the others train normally.
     common = dict(loss="cross_entropy", optimizer=optim.optimizer("sgd", 1.0), epochs=3, batch_size=32, keys=keys,
-                  learning_rates=[1e-2, np.inf, 1e-2], progress=False)
+                  hyperparams={"learning_rate": [1e-2, np.inf, 1e-2]}, progress=False)
     result = fit_seeds(model, params, state, (x, y), on_non_finite="record", **common)
     assert result.diverged_epoch.tolist() == [-1, 0, -1]
-    assert np.isfinite(result.history["train_loss"][:, [0, 2]]).all()
-    with pytest.raises(NonFiniteError, match=r"runs \[1\]"):
+    assert np.isfinite(np.asarray(result.history["train_loss"])[:, [0, 2]]).all()
+    with pytest.raises(NonFiniteError, match=r"in runs \[1\] \(of 3\): run 1: loss nan at step 1"):
         fit_seeds(model, params, state, (x, y), **common)
 
 
@@ -162,11 +197,12 @@ import tempfile
 import jax, numpy as np
 from jaxnets import data, models, optim, runtime
 runtime.use_cpu_devices(2)
-from jaxnets.seeds import _shardings, fit_seeds, init_runs, seed_keys
+from jaxnets.parallel import run_layout
+from jaxnets.seeds import fit_seeds, init_runs, seed_keys
 assert len(jax.devices()) == 2
 for runs, used, padded in ((4, 2, 4), (3, 2, 4), (1, 1, 1)):
-    sharding, _, padded_runs = _shardings(runs, jax.devices())
-    assert (sharding.mesh.size, padded_runs) == (used, padded), (runs, sharding.mesh.size, padded_runs)
+    layout = run_layout(runs, jax.devices())
+    assert (layout.split.mesh.size, layout.padded) == (used, padded), (runs, layout)
 x, y = data.make_synthetic("spirals", 256, key=jax.random.PRNGKey(0))
 model = models.mlp([16, 16, 2], activation="tanh")
 for runs in (4, 3):  # 2 runs on each device; 3 runs padded to 4 with a copy of the last
@@ -180,7 +216,7 @@ for runs in (4, 3):  # 2 runs on each device; 3 runs padded to 4 with a copy of 
         assert a.sharding.device_set == {jax.devices()[0]} and a.shape == b.shape and a.shape[0] == runs
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for name in ("train_loss", "val_loss", "learning_rate", "w_norm"):  # (epochs, runs)
-        assert split.history[name].shape == (3, runs), (name, split.history[name].shape)
+        assert np.shape(split.history[name]) == (3, runs), (name, np.shape(split.history[name]))
         np.testing.assert_allclose(split.history[name], one.history[name], rtol=1e-5)
 # interrupted after 2 epochs and resumed: the padded run is not saved, and resuming equals not stopping
 with tempfile.TemporaryDirectory() as ckpt:

@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets.initializers import get_initializer
-from jaxnets.nn.conv import _as_tuple
-from jaxnets.nn.core import Layer, Shape, _broadcast_last, as_shape_dtype, param_dtype
+from jaxnets.nn._util import as_tuple, broadcast_last
+from jaxnets.nn.core import Layer, Shape, as_shape_dtype, param_dtype
 
 
 def _dense(params: dict, x: jax.Array) -> jax.Array:
     """x: (..., in) → (..., out) with params ``w`` (in, out) and optional ``b`` (out,)."""
     y = x @ params["w"]
-    return y + _broadcast_last(params["b"], y.ndim) if "b" in params else y
+    return y + broadcast_last(params["b"], y.ndim) if "b" in params else y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +127,7 @@ class PatchEmbedding(Layer):
     embedding_init: str | Callable = jax.nn.initializers.normal(stddev=0.02)
 
     def __post_init__(self):
-        object.__setattr__(self, "patch_size", _as_tuple(self.patch_size, 2, "patch_size", "PatchEmbedding"))
+        object.__setattr__(self, "patch_size", as_tuple(self.patch_size, 2, "patch_size", "PatchEmbedding"))
         if not isinstance(self.dim, int) or self.dim <= 0:
             raise ValueError(f"PatchEmbedding: dim must be a positive int, got {self.dim!r}")
         for init in (self.w_init, self.b_init, self.embedding_init):

@@ -27,18 +27,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets.initializers import get_initializer
-from jaxnets.nn.core import Layer, Shape, _broadcast_last, as_shape_dtype, param_dtype
+from jaxnets.nn._util import as_tuple, broadcast_last
+from jaxnets.nn.core import Layer, Shape, as_shape_dtype, param_dtype
 
 Padding = Union[str, int, Sequence[Union[int, Sequence[int]]]]
 Pads = tuple[tuple[int, int], ...]
-
-
-def _as_tuple(value: int | Sequence[int], ndim: int, what: str, owner: str) -> tuple[int, ...]:
-    """An int or a sequence of ``ndim`` positive ints as a tuple of ``ndim`` ints."""
-    values = (value,) * ndim if isinstance(value, int) else tuple(value)
-    if len(values) != ndim or not all(isinstance(v, int) and v > 0 for v in values):
-        raise ValueError(f"{owner}: {what} must be a positive int or {ndim} positive ints, got {value!r}")
-    return values
 
 
 def normalize_padding(padding: Padding, ndim: int, owner: str) -> str | Pads:
@@ -108,7 +101,7 @@ def windowed_output_size(layer: Layer, sizes: Sequence[int], window: Sequence[in
     return tuple((p - e) // s + 1 for p, e, s in zip(padded, effective, strides))
 
 
-class _Windowed(Layer):
+class Windowed(Layer):
     """Shared checks for layers that slide a window over ``ndim`` spatial axes."""
 
     ndim = 2  # number of spatial axes (a class constant, not a field)
@@ -142,7 +135,7 @@ class _Windowed(Layer):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Kernel(_Windowed):
+class _Kernel(Windowed):
     """The fields and checks of a layer with a ``kernel_size`` window of weights: convolutions and
     the locally connected layer."""
 
@@ -160,7 +153,7 @@ class _Kernel(_Windowed):
         if not isinstance(self.features, int) or self.features <= 0:
             raise ValueError(f"{name}: features must be a positive int, got {self.features!r}")
         for field in ("kernel_size", "strides", "dilation"):
-            object.__setattr__(self, field, _as_tuple(getattr(self, field), self.ndim, field, name))
+            object.__setattr__(self, field, as_tuple(getattr(self, field), self.ndim, field, name))
         object.__setattr__(self, "padding", normalize_padding(self.padding, self.ndim, name))
         get_initializer(self.w_init)
         get_initializer(self.b_init)
@@ -196,7 +189,7 @@ class _ConvND(_Kernel):
             dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"),
         )  # (batch, *out_spatial, features)
         if self.use_bias:
-            y = y + _broadcast_last(params["b"].astype(y.dtype), y.ndim)
+            y = y + broadcast_last(params["b"].astype(y.dtype), y.ndim)
         return y, state
 
     def output_shape(self, input_shape):

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from jaxnets.activations import get_activation
 from jaxnets.initializers import get_initializer
+from jaxnets.nn._util import broadcast_last, check_rank
 
 Array = jax.Array
 Params = dict
@@ -87,16 +88,6 @@ class Layer:
         return LayerError((), type(self).__name__, detail)
 
 
-def _broadcast_last(v: Array, ndim: int) -> Array:
-    """A per-feature vector (features,) reshaped to (1, …, 1, features) for explicit broadcasting."""
-    return v.reshape((1,) * (ndim - 1) + v.shape)
-
-
-def _check_rank(layer: Layer, shape: Shape, min_rank: int, expected: str) -> None:
-    if len(shape) < min_rank:
-        raise layer.error(f"expected input of shape {expected}, got {tuple(shape)}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Dense(Layer):
     """Fully connected layer y = x W + b.
@@ -118,7 +109,7 @@ class Dense(Layer):
         get_initializer(self.b_init)
 
     def _check(self, shape: Shape, in_features: int | None) -> None:
-        _check_rank(self, shape, 1, f"(..., {in_features or 'in_features'})")
+        check_rank(self, shape, 1, f"(..., {in_features or 'in_features'})")
         if in_features is not None and shape[-1] != in_features:
             raise self.error(f"expected input of shape (..., {in_features}), got {tuple(shape)}")
 
@@ -136,7 +127,7 @@ class Dense(Layer):
         self._check(x.shape, params["w"].shape[0])
         y = x @ params["w"]
         if self.use_bias:
-            y = y + _broadcast_last(params["b"], y.ndim)
+            y = y + broadcast_last(params["b"], y.ndim)
         return y, state
 
     def output_shape(self, input_shape):
@@ -177,7 +168,7 @@ class Activation(Layer):
         if self.name != "prelu":
             return {}, {}
         spec = as_shape_dtype(x)
-        _check_rank(self, spec.shape, 1, "(..., features)")
+        check_rank(self, spec.shape, 1, "(..., features)")
         slope = dict(self.options).get("slope_init", 0.25)
         return {"slope": jnp.full((spec.shape[-1],), slope, param_dtype(spec))}, {}
 
@@ -188,7 +179,7 @@ class Activation(Layer):
                 raise self.error(
                     f"expected input of shape (..., {params['slope'].shape[0]}), got {tuple(x.shape)}"
                 )
-            return fn(x, _broadcast_last(params["slope"], x.ndim)), state
+            return fn(x, broadcast_last(params["slope"], x.ndim)), state
         return fn(x, **dict(self.options)), state
 
     def output_shape(self, input_shape):
@@ -200,11 +191,11 @@ class Flatten(Layer):
     """Flattens all axes after the batch axis: (batch, d1, d2, ...) → (batch, d1·d2·…)."""
 
     def apply(self, params, state, x, *, key=None, train=False):
-        _check_rank(self, x.shape, 1, "(batch, ...)")
+        check_rank(self, x.shape, 1, "(batch, ...)")
         return x.reshape(x.shape[0], -1), state
 
     def output_shape(self, input_shape):
-        _check_rank(self, input_shape, 1, "(batch, ...)")
+        check_rank(self, input_shape, 1, "(batch, ...)")
         return (input_shape[0], math.prod(input_shape[1:]))
 
 

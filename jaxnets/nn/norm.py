@@ -15,14 +15,15 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxnets.nn.core import Layer, Shape, _broadcast_last, _check_rank, as_shape_dtype, param_dtype
+from jaxnets.nn._util import broadcast_last, check_rank
+from jaxnets.nn.core import Layer, Shape, as_shape_dtype, param_dtype
 
 
 class _FeatureNorm(Layer):
     """Shared init and checks: per-feature ``scale`` and ``offset`` of shape (features,)."""
 
     def _check(self, shape: Shape, features: int | None) -> None:
-        _check_rank(self, shape, 2, f"(batch, ..., {features or 'features'})")
+        check_rank(self, shape, 2, f"(batch, ..., {features or 'features'})")
         if features is not None and shape[-1] != features:
             raise self.error(
                 f"feature mismatch: expected {features} features (channels, last axis), got {shape[-1]} "
@@ -39,7 +40,7 @@ class _FeatureNorm(Layer):
     def _normalise(self, params, x, mean, var):
         """x: (batch, ..., features); mean, var: broadcastable to x."""
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-        return y * _broadcast_last(params["scale"], x.ndim) + _broadcast_last(params["offset"], x.ndim)
+        return y * broadcast_last(params["scale"], x.ndim) + broadcast_last(params["offset"], x.ndim)
 
     def output_shape(self, input_shape):
         self._check(input_shape, None)
@@ -83,8 +84,8 @@ class BatchNorm(_FeatureNorm):
                 f"(got state keys {sorted(state)})"
             )
         if not train:
-            mean = _broadcast_last(state["mean"], x.ndim)
-            var = _broadcast_last(state["var"], x.ndim)
+            mean = broadcast_last(state["mean"], x.ndim)
+            var = broadcast_last(state["var"], x.ndim)
             return self._normalise(params, x, mean, var), state
         axes = tuple(range(x.ndim - 1))
         mean = jnp.mean(x, axis=axes, keepdims=True)  # (1, ..., 1, features)

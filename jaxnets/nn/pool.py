@@ -20,21 +20,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxnets.nn.conv import Padding, _as_tuple, _Windowed, normalize_padding
-from jaxnets.nn.core import Layer, _check_rank
+from jaxnets.nn._util import as_tuple, check_rank
+from jaxnets.nn.conv import Padding, Windowed, normalize_padding
+from jaxnets.nn.core import Layer
 
 
 @dataclasses.dataclass(frozen=True)
-class _Pool(_Windowed):
+class _Pool(Windowed):
     window: int | Sequence[int]
     strides: int | Sequence[int] | None = None
     padding: Padding = "VALID"
 
     def __post_init__(self):
         name = type(self).__name__
-        object.__setattr__(self, "window", _as_tuple(self.window, self.ndim, "window", name))
+        object.__setattr__(self, "window", as_tuple(self.window, self.ndim, "window", name))
         strides = self.window if self.strides is None else self.strides
-        object.__setattr__(self, "strides", _as_tuple(strides, self.ndim, "strides", name))
+        object.__setattr__(self, "strides", as_tuple(strides, self.ndim, "strides", name))
         object.__setattr__(self, "padding", normalize_padding(self.padding, self.ndim, name))
 
     @property
@@ -131,5 +132,5 @@ class GlobalAvgPool(Layer):
         return jnp.mean(x, axis=tuple(range(1, x.ndim - 1))), state
 
     def output_shape(self, input_shape):
-        _check_rank(self, input_shape, 3, "(batch, *spatial, channels) with at least one spatial axis")
+        check_rank(self, input_shape, 3, "(batch, *spatial, channels) with at least one spatial axis")
         return (input_shape[0], input_shape[-1])

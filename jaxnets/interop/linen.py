@@ -1,6 +1,6 @@
 """Use a ``flax.linen`` module wherever a jaxnets model is expected.
 
-``FlaxModel(module)`` has the jaxnets contract:
+``LinenModel(module)`` has the jaxnets contract:
 
 * ``init(key, x) -> (params, state)`` — ``params = variables["params"]`` and ``state`` holds every
   other collection by name (``state["batch_stats"]`` for ``nn.BatchNorm``);
@@ -35,7 +35,7 @@ def _plain(tree) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class FlaxModel:
+class LinenModel:
     """A jaxnets model backed by a linen module. x: whatever the module takes, batch axis first."""
 
     module: linen.Module

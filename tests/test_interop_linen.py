@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import TrainState, checkpoint, fit, inspect
-from jaxnets.flax_adapter import FlaxModel
+from jaxnets.interop import LinenModel
 
 
 class SmallCNN(linen.Module):
@@ -22,7 +22,7 @@ class SmallCNN(linen.Module):
 
 
 def test_contract_state_and_dropout(key):
-    model = FlaxModel(SmallCNN())
+    model = LinenModel(SmallCNN())
     x = jax.random.normal(key, (5, 6, 6, 1))
     params, state = model.init(key, (5, 6, 6, 1))
     assert set(params) == {"Conv_0", "BatchNorm_0", "Dense_0"} and set(state) == {"batch_stats"}
@@ -39,7 +39,7 @@ def test_contract_state_and_dropout(key):
 
 
 def test_fit_summary_and_checkpoint(key, tmp_path, capsys):
-    model = FlaxModel(SmallCNN())
+    model = LinenModel(SmallCNN())
     x = jax.random.normal(key, (64, 6, 6, 1))
     t = (x[:, :3, :, 0].sum(axis=(1, 2)) > 0).astype(jnp.int32)
     params, state = model.init(key, x[:1])

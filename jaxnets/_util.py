@@ -1,0 +1,87 @@
+"""Helpers shared by several jaxnets modules, each with one home.
+
+* :func:`path_str` — a pytree key path as ``dense1/w`` (dict keys, attribute names, indices).
+* :func:`to_json` — any result (dataclasses, NamedTuples, NumPy/JAX arrays and scalars, Paths)
+  as plain JSON types; non-finite floats become ``None`` so the output is strict JSON.
+* :func:`unknown` — the one "unknown X 'y'; known Xs: …" error.
+* :data:`BIAS_NAMES`, :func:`is_bias`, :func:`weight_mask` — the one rule for what is a bias
+  (a leaf named ``b``, ``bias`` or ``offset``) and what is a weight (every other trained value),
+  used by the L1/L2 penalties and by the model summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import PurePath
+from typing import Any, Iterable
+
+import jax
+import numpy as np
+
+BIAS_NAMES = ("b", "bias", "offset")
+
+
+def key_name(entry: Any) -> str:
+    """One entry of a key path (``DictKey``, ``GetAttrKey``, ``SequenceKey``, …) as text."""
+    for attribute in ("key", "name", "idx"):
+        if hasattr(entry, attribute):
+            return str(getattr(entry, attribute))
+    return str(entry)
+
+
+def path_str(path: Iterable[Any]) -> str:
+    """A key path from ``jax.tree_util.tree_leaves_with_path`` as ``conv1/w`` (``<root>`` if empty)."""
+    return "/".join(key_name(entry) for entry in path) or "<root>"
+
+
+def leaf_paths(tree: Any) -> list[str]:
+    """The path of every leaf of ``tree``, in leaf order."""
+    return [path_str(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+def unknown(kind: str, name: Any, known: Iterable[Any], *, plural: str | None = None) -> ValueError:
+    """``ValueError("unknown optimizer 'adm'; known optimizers: adam, sgd")``."""
+    names = ", ".join(str(k) for k in known) or "none"
+    return ValueError(f"unknown {kind} {name!r}; known {plural or kind + 's'}: {names}")
+
+
+def is_bias(path: Iterable[Any]) -> bool:
+    """Whether the leaf at ``path`` is a bias: its last key is ``b``, ``bias`` or ``offset``."""
+    path = tuple(path)
+    return bool(path) and key_name(path[-1]) in BIAS_NAMES
+
+
+def weight_mask(params: Any) -> Any:
+    """A tree of bools like ``params``: True for weights, False for biases (see :func:`is_bias`)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: not is_bias(path), params)
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as plain JSON types: dataclasses and NamedTuples → dicts, tuples and arrays →
+    lists, NumPy/JAX scalars → Python numbers, Paths → str, NaN/±inf → None. Dict keys become str.
+    Raises TypeError naming the path of anything else."""
+    return _to_json(value, "")
+
+
+def _to_json(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return value if not isinstance(value, float) or math.isfinite(value) else None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {str(k): _to_json(v, f"{path}/{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v, f"{path}/{i}") for i, v in enumerate(value)]
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"to_json: {path or '<root>'} is an array of dtype {array.dtype}, not numbers")
+        return _to_json(array.tolist(), path)
+    raise TypeError(f"to_json: {path or '<root>'} is a {type(value).__name__}, which has no JSON form")
