@@ -30,11 +30,11 @@ def frozen_mask(params: Any, patterns: str | Sequence[str]) -> Any:
     """A tree like ``params`` with True where a leaf's path matches one of ``patterns``.
     Raises ValueError when a pattern matches nothing (a typo would otherwise freeze nothing)."""
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    paths = [path_str(p) for p, _ in jax.tree_util.tree_leaves_withpath_str(params)]
+    paths = [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
     for pattern in patterns:
         if not any(_matches(path, [pattern]) for path in paths):
             raise ValueError(f"freeze pattern {pattern!r} matches no parameter; parameter paths: {', '.join(paths)}")
-    return jax.tree_util.tree_map_withpath_str(lambda p, _: _matches(path_str(p), patterns), params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: _matches(path_str(p), patterns), params)
 
 
 def freeze(optimizer: optax.GradientTransformation, params: Any,

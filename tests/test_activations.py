@@ -36,6 +36,19 @@ def test_prelu_uses_its_slope_and_gelu_is_x_times_phi():
     np.testing.assert_allclose(activations.gelu(jnp.asarray(X)), X * phi, rtol=1e-6)
 
 
+def test_options_away_from_their_defaults():
+    # alpha and the leaky slope are checked where they matter (x < 0) and away from their defaults
+    np.testing.assert_allclose(activations.elu(jnp.asarray(X), alpha=0.5), np.where(X > 0, X, 0.5 * (np.exp(X) - 1)),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(activations.leaky_relu(jnp.asarray(X), negative_slope=0.2), np.where(X > 0, X, 0.2 * X),
+                               rtol=1e-6)
+    from jaxnets import nn
+
+    layer = nn.Activation("elu", alpha=0.25)  # the option reaches the function through the layer
+    y, _ = layer.apply({}, {}, jnp.asarray(X))
+    np.testing.assert_allclose(y, np.where(X > 0, X, 0.25 * (np.exp(X) - 1)), rtol=1e-6, atol=1e-7)
+
+
 def test_softmax_temperature():
     z = jnp.array([1.0, 2.0, 3.0])
     np.testing.assert_allclose(activations.softmax(z, beta=2.0), REFERENCE["softmax"](2 * np.array([1.0, 2, 3])), rtol=1e-6)

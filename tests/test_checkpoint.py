@@ -1,6 +1,7 @@
 """Tests of jaxnets.checkpoint: bit-identical round trips (params, Optax states, PRNG keys,
 metadata), mismatch errors naming the key path, atomicity under interrupted saves, retention."""
 
+import hashlib
 import json
 import os
 
@@ -12,7 +13,7 @@ import optax
 import pytest
 
 from jaxnets import checkpoint as ckpt
-from jaxnets.checkpoint import CheckpointError, latest_step, restore_checkpoint, save_checkpoint
+from jaxnets.checkpoint import CheckpointError, latest_step, read_metadata, restore_checkpoint, save_checkpoint
 
 
 def make_params(key, hidden=4):
@@ -230,17 +231,53 @@ def test_corrupt_metadata_file_names_the_file(tmp_path):
         restore_checkpoint(tmp_path, {"w": jnp.zeros(2)})
 
 
-def test_unserialisable_metadata_raises_type_error_naming_key(tmp_path):
-    with pytest.raises(TypeError, match=r"'history/grads/1'.*ndarray"):
-        save_checkpoint(tmp_path, 1, {"w": jnp.zeros(2)}, metadata={"history": {"grads": [1.0, np.ones(3)]}})
-    with pytest.raises(TypeError, match=r"'info'.*object"):
-        save_checkpoint(tmp_path, 1, {"w": jnp.zeros(2)}, metadata={"info": object()})
-    with pytest.raises(TypeError, match=r"metadata key 3"):
-        save_checkpoint(tmp_path, 1, {"w": jnp.zeros(2)}, metadata={3: "x"})
-    assert not any(tmp_path.iterdir())  # nothing written
+def test_metadata_is_converted_to_json_and_the_unconvertible_named(tmp_path):
+    save_checkpoint(tmp_path, 1, {"w": jnp.zeros(2)}, metadata={"history": {"loss": [1.0, np.float32(0.5), np.nan]},
+                                                                "grads": np.ones(2), 3: "x"})
+    assert read_metadata(tmp_path) == {"history": {"loss": [1.0, 0.5, None]}, "grads": [1.0, 1.0], "3": "x"}
+    with pytest.raises(TypeError, match=r"info is a object, which has no JSON form"):
+        save_checkpoint(tmp_path, 2, {"w": jnp.zeros(2)}, metadata={"info": object()})
+    assert latest_step(tmp_path) == 1  # nothing written
 
 
-def test_metadata_file_is_plain_json_with_step(tmp_path):
+def test_metadata_file_is_plain_json_with_step_format_and_checksums(tmp_path):
     path = save_checkpoint(tmp_path, 5, {"w": jnp.zeros(2)}, metadata={"epoch": 5})
     meta = json.loads((path / "metadata.json").read_text())
-    assert meta["step"] == 5 and meta["metadata"] == {"epoch": 5} and meta["format"] == 1
+    assert meta["step"] == 5 and meta["metadata"] == {"epoch": 5} and meta["format"] == 2
+    assert meta["sha256"]["arrays.msgpack"] == hashlib.sha256((path / "arrays.msgpack").read_bytes()).hexdigest()
+
+
+def test_a_flipped_byte_in_the_arrays_is_caught_by_the_checksum(tmp_path):
+    """One byte flipped inside a float of the weights still parses as msgpack: only the checksum tells."""
+    weights = {"w": jnp.arange(64, dtype=jnp.float32)}
+    path = save_checkpoint(tmp_path, 1, weights)
+    raw = bytearray((path / "arrays.msgpack").read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (path / "arrays.msgpack").write_bytes(bytes(raw))
+    from flax import serialization
+
+    serialization.msgpack_restore(bytes(raw))  # still a valid file: without a checksum this would load
+    with pytest.raises(CheckpointError, match=r"corrupt checkpoint file .*arrays\.msgpack.*SHA-256"):
+        restore_checkpoint(tmp_path, weights)
+
+
+def test_edited_metadata_and_other_formats_are_refused(tmp_path):
+    path = save_checkpoint(tmp_path, 1, {"w": jnp.zeros(2)}, metadata={"epoch": 1})
+    text = (path / "metadata.json").read_text()
+    (path / "metadata.json").write_text(text.replace('"epoch": 1', '"epoch": 7'))
+    with pytest.raises(CheckpointError, match=r"metadata\.json.*do not match their SHA-256 checksum"):
+        restore_checkpoint(tmp_path, {"w": jnp.zeros(2)})
+    meta = json.loads(text)
+    meta["format"] = 1
+    (path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"checkpoint format 1; this version of jaxnets reads format 2"):
+        read_metadata(tmp_path)
+
+
+def test_numpy_leaves_come_back_as_numpy_in_their_dtype(tmp_path):
+    tree = {"best": np.array([0.1, np.inf]), "count": np.array([3]), "w": jnp.ones(2)}
+    save_checkpoint(tmp_path, 0, tree)
+    restored, _ = restore_checkpoint(tmp_path, tree)
+    assert isinstance(restored["best"], np.ndarray) and restored["best"].dtype == np.float64
+    np.testing.assert_array_equal(restored["best"], tree["best"])
+    assert isinstance(restored["w"], jax.Array)

@@ -137,26 +137,31 @@ def test_loaders_search_env_then_home_then_system(isolated, monkeypatch):
     assert data.load_mnist().x_train.shape == (3, 4, 4, 1)  # $JAXNETS_DATA/mnist is missing: falls through
     write_tiny_mnist(isolated / "system" / "mnist", n_train=7, n_test=2)
     assert data.load_mnist().x_train.shape == (3, 4, 4, 1)  # home comes before the system directory
-    expected = [isolated / "given", isolated / "env" / "mnist", isolated / "home" / ".cache" / "jaxnets" / "mnist",
-                isolated / "system" / "mnist"]
-    assert data.dataset_search_dirs("mnist", isolated / "given") == expected
+    expected = [isolated / "env" / "mnist", isolated / "home" / ".cache" / "jaxnets" / "mnist", isolated / "system" / "mnist"]
+    assert data.dataset_search_dirs("mnist") == expected
+    # an explicit directory is the only one searched: never silently replaced by another
+    assert data.dataset_search_dirs("mnist", isolated / "given") == [isolated / "given"]
+    with pytest.raises(data.DatasetNotFoundError, match="data_dir=.*given' was given, so no other directory was searched"):
+        data.load_mnist(data_dir=isolated / "given")
 
 
 def test_missing_dataset_lists_dirs_and_how_to_get_it(isolated, monkeypatch):
     monkeypatch.setenv("JAXNETS_DATA", str(isolated / "env"))
-    partial = isolated / "partial"
+    partial = isolated / "env" / "fashion-mnist"
     write_tiny_mnist(partial)
     (partial / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load_fashion_mnist(partial)
+        data.load_fashion_mnist()
     message = str(info.value)
-    for directory in data.dataset_search_dirs("fashion-mnist", partial):
+    for directory in data.dataset_search_dirs("fashion-mnist"):
         assert str(directory) in message
     assert str(isolated / "system" / "fashion-mnist") in message
     assert "sudo apt-get install dataset-fashion-mnist" in message
     assert "~/.cache/jaxnets/fashion-mnist" in message and "$JAXNETS_DATA/fashion-mnist" in message
     assert "lacks t10k-labels-idx1-ubyte" in message
     assert isinstance(info.value, FileNotFoundError)
+    with pytest.raises(data.DatasetNotFoundError, match="(?s)lacks t10k-labels-idx1-ubyte.*so no other directory"):
+        data.load_fashion_mnist(partial)  # given explicitly: only it is searched, and named
     with pytest.raises(data.DatasetNotFoundError, match="mnist not found"):
         data.load_mnist()
 
@@ -286,7 +291,7 @@ def test_bump_targets():
 
 def test_synthetic_errors():
     key = jax.random.PRNGKey(0)
-    with pytest.raises(ValueError, match="unknown synthetic set 'swiss'; known sets: xor, spirals, circles"):
+    with pytest.raises(ValueError, match="unknown synthetic set 'swiss'; known synthetic sets: xor, spirals, circles"):
         data.make_synthetic("swiss", 10, key=key)
     with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         data.make_moons(0, key=key)

@@ -39,6 +39,12 @@ def test_losses_finite_and_correct_at_extreme_logits(scale):
     z = jnp.array([[scale, -scale, 0.0], [-scale, scale, 0.0]])
     ce = losses.cross_entropy(z, jnp.array([0, 0]))
     np.testing.assert_allclose(ce, [0.0, 2 * scale], rtol=1e-6)
+    # one-hot (and soft) labels take another path through the loss: it must be as stable
+    one_hot = jnp.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(losses.cross_entropy(z, one_hot), [0.0, 2 * scale], rtol=1e-6)
+    soft = jnp.array([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(losses.cross_entropy(z, soft), [0.5 * scale, 0.0], rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(jax.grad(lambda v: losses.cross_entropy(v, one_hot).sum())(z))))
     bce = losses.binary_cross_entropy(jnp.array([scale, -scale, scale]), jnp.array([1.0, 0.0, 0.0]))
     np.testing.assert_allclose(bce, [0.0, 0.0, scale], rtol=1e-6)
     for g in (jax.grad(lambda z: losses.cross_entropy(z, jnp.array([0, 0])).sum())(z),
@@ -61,12 +67,17 @@ def test_loss_gradients_match_central_differences(name, key):
 
 
 def test_penalties_cover_weights_not_biases():
+    # one rule (jaxnets._util.is_bias), shared with the summary's weight/bias columns: biases are the
+    # leaves named b/bias/offset; everything else that is trained (a PReLU slope, a BN scale) is a weight
     params = {"dense1": {"w": jnp.array([[1.0, -2.0]]), "b": jnp.array([100.0, 100.0])},
-              "prelu1": {"slope": jnp.array([5.0])}}
-    np.testing.assert_allclose(losses.l1_penalty(params), 3.0)
-    np.testing.assert_allclose(losses.l2_penalty(params), 0.5 * 5.0)
-    mask = {"dense1": {"w": False, "b": True}, "prelu1": {"slope": False}}
+              "prelu1": {"slope": jnp.array([5.0])}, "bn": {"scale": jnp.array([0.5]), "offset": jnp.array([7.0])}}
+    np.testing.assert_allclose(losses.l1_penalty(params), 1.0 + 2.0 + 5.0 + 0.5)
+    np.testing.assert_allclose(losses.l2_penalty(params), 0.5 * (1.0 + 4.0 + 25.0 + 0.25))
+    mask = {"dense1": {"w": False, "b": True}, "prelu1": {"slope": False}, "bn": {"scale": False, "offset": False}}
     np.testing.assert_allclose(losses.l1_penalty(params, mask), 200.0)
+    from jaxnets import inspect
+
+    assert inspect.count_params(params) == (2 + 1 + 1, 2 + 1)  # (weights, biases): the same split
 
 
 def test_penalty_gradients():

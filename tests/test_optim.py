@@ -1,10 +1,12 @@
 """Every optimizer name converges on a quadratic and does not recompile after its first step;
-schedules and the scaling rule give the values their definitions say."""
+hyper-parameters are read and written through one API (also stacked, also inside wrappers);
+schedules and the scaling rule give the values their definitions say, between epoch boundaries too."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import optax
+import numpy as np
 import pytest
 
 from jaxnets import optim
@@ -41,7 +43,7 @@ def test_optimizer_converges_on_quadratic_without_recompiling(name):
         w, state = step(w, state)
     assert float(quadratic(w)) < 1e-4, (name, w)
     if name != "lamb":
-        assert optim.current_learning_rate(state) == pytest.approx(RATES[name])
+        assert float(optim.get_hyperparams(state)["learning_rate"]) == pytest.approx(RATES[name])
 
 
 def test_unknown_optimizer_and_schedule_list_known_names():
@@ -61,6 +63,8 @@ def test_step_schedule_multiplies_at_epochs():
 def test_exponential_cosine_and_warmup_schedules():
     e = optim.schedule("exponential", 1.0, steps_per_epoch=10, decay_rate=0.5)
     assert float(e(20)) == pytest.approx(0.25)
+    # smooth, not a staircase: half an epoch in, the rate is 0.5 ** 0.5 (a staircase would give 1.0)
+    assert [float(e(i)) for i in (5, 15)] == pytest.approx([0.5 ** 0.5, 0.5 ** 1.5])
     c = optim.schedule("cosine", 2.0, steps_per_epoch=10, epochs=4)
     assert float(c(0)) == pytest.approx(2.0) and float(c(20)) == pytest.approx(1.0) and float(c(40)) == pytest.approx(0.0, abs=1e-7)
     w = optim.schedule("warmup", 0.4, steps_per_epoch=10, warmup_epochs=2)
@@ -86,12 +90,45 @@ def test_linear_scaling_rule():
         optim.scale_learning_rate(0.1, 0)
 
 
-def test_reduce_on_plateau():
-    plateau = optim.ReduceOnPlateau(factor=0.5, patience=2)
-    lrs, lr = [], 1.0
-    for val in [1.0, 0.9, 0.95, 0.95, 0.8, 0.85, 0.85]:
-        lr = plateau.update(val, lr)
-        lrs.append(lr)
-    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
-    with pytest.raises(ValueError):
-        optim.ReduceOnPlateau(factor=2.0)
+def test_hyperparams_are_read_and_set_by_name():
+    opt = optim.optimizer("momentum", 0.1, momentum=0.9)
+    state = opt.init(jnp.zeros(3))
+    assert optim.hyperparam_names(state) == ["learning_rate", "momentum"]
+    state = optim.set_hyperparams(state, momentum=0.5)
+    values = optim.get_hyperparams(state)
+    assert float(values["momentum"]) == pytest.approx(0.5) and float(values["learning_rate"]) == pytest.approx(0.1)
+    assert values["momentum"].dtype == jnp.float32
+    # the value is used: with momentum 0.5 the second step is lr · (g + 0.5 g)
+    w = jnp.zeros(3)
+    for _ in range(2):
+        updates, state = opt.update(jnp.ones(3), state, w)
+    np.testing.assert_allclose(updates, -0.1 * 1.5 * jnp.ones(3), rtol=1e-6)
+
+
+def test_hyperparams_of_stacked_runs_take_one_value_per_run():
+    opt = optim.optimizer("adam", 1e-3)
+    stacked = jax.vmap(opt.init)(jnp.zeros((4, 2)))
+    stacked = optim.set_hyperparams(stacked, learning_rate=[1.0, 2.0, 3.0, 4.0], b1=0.5)
+    values = optim.get_hyperparams(stacked)
+    np.testing.assert_allclose(values["learning_rate"], [1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(values["b1"], [0.5] * 4)
+    with pytest.raises(ValueError, match="learning_rate: 3 values for 4 runs; give one value per run"):
+        optim.set_hyperparams(stacked, learning_rate=[1.0, 2.0, 3.0])
+
+
+def test_hyperparams_inside_a_wrapper_and_bad_names():
+    from jaxnets import transfer
+
+    params = {"a": {"w": jnp.zeros(2)}, "b": {"w": jnp.zeros(2)}}
+    frozen = transfer.freeze(optim.optimizer("sgd", 0.1), params, ["a"])
+    state = optim.set_hyperparams(frozen.init(params), learning_rate=0.01)  # found inside multi_transform
+    assert float(optim.get_hyperparams(state)["learning_rate"]) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="unknown hyper-parameter 'momentum'; known hyper-parameters of this "
+                                         "optimizer: learning_rate"):
+        optim.set_hyperparams(state, momentum=0.9)
+    with pytest.raises(ValueError, match="exposes no hyper-parameters"):
+        optim.set_hyperparams(optax.sgd(0.1).init(params), learning_rate=0.1)
+    assert optim.get_hyperparams(optax.sgd(0.1).init(params)) == {}
+    scheduled = optim.optimizer("sgd", optim.schedule("cosine", 0.1, epochs=3)).init(params)
+    with pytest.raises(ValueError, match="a schedule computes it from the step count"):
+        optim.set_hyperparams(scheduled, learning_rate=0.5)

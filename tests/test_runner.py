@@ -45,11 +45,11 @@ def test_interrupted_study_resumes_to_the_uninterrupted_result(baseline, tmp_pat
     calls = []
 
     def fit_seeds_interrupting(*args, description, **kwargs):
-        def callback(epoch, record):
-            calls.append((description, epoch))
-            if "sigmoid" in description and epoch == 1:
+        def on_epoch_end(record):
+            calls.append((description, record["epoch"]))
+            if "sigmoid" in description and record["epoch"] == 1:
                 raise Interrupted
-        return real_fit_seeds(*args, description=description, callback=callback, **kwargs)
+        return real_fit_seeds(*args, description=description, on_epoch_end=on_epoch_end, **kwargs)
 
     monkeypatch.setattr(activations, "fit_seeds", fit_seeds_interrupting)
     with pytest.raises(Interrupted):
@@ -60,7 +60,7 @@ def test_interrupted_study_resumes_to_the_uninterrupted_result(baseline, tmp_pat
 
     def fit_seeds_recording(*args, description, **kwargs):
         return real_fit_seeds(*args, description=description,
-                              callback=lambda epoch, record: calls.append((description, epoch)), **kwargs)
+                              on_epoch_end=lambda record: calls.append((description, record["epoch"])), **kwargs)
 
     monkeypatch.setattr(activations, "fit_seeds", fit_seeds_recording)
     resumed = activations.run(tiny(out), progress=False)

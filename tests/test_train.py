@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxnets as jn
-from jaxnets import data, losses, models, optim
+from jaxnets import data, losses, models, nn, optim, train
 from jaxnets.train import (TrainState, make_epoch_fn, make_evaluate_fn, per_example_grad_fn,
                            per_example_loss_fn, value_and_grad_fn)
 
@@ -251,3 +251,45 @@ def test_mlp_reaches_88_percent_on_fashion_mnist_in_10_epochs():
                     key=jax.random.PRNGKey(0), progress=False)
     _, acc = make_evaluate_fn(model, "cross_entropy")(result.params, result.state, ds.x_test, ds.y_test)
     assert float(acc) >= 0.88
+
+
+@pytest.mark.parametrize("n, batch", [(64, 16), (70, 16)])
+def test_epoch_batches_are_a_fresh_permutation_each_key(n, batch):
+    first = np.asarray(train.epoch_batches(jax.random.PRNGKey(0), n, batch))
+    second = np.asarray(train.epoch_batches(jax.random.PRNGKey(1), n, batch))
+    assert first.shape == (n // batch, batch)
+    for batches in (first, second):  # every example at most once, and all of them when batch divides n
+        assert len(np.unique(batches)) == batches.size and batches.min() >= 0 and batches.max() < n
+    assert not np.array_equal(first, second)
+    assert not np.array_equal(first.ravel(), np.arange(first.size))  # shuffled, not in order
+
+
+@pytest.mark.parametrize("engine", ["scan", "step"])
+def test_both_engines_shuffle_every_epoch(engine):
+    """With a loss that depends on the order of the examples only, the epochs of a run differ."""
+    x = jnp.arange(64, dtype=jnp.float32)[:, None]
+    model = nn.Sequential([nn.Dense(1)])
+    params, state = model.init(jax.random.PRNGKey(0), x[:1])
+    order = lambda outputs, targets: outputs[:, 0] * 0.0 + targets[:, 0] * jnp.arange(outputs.shape[0])  # noqa: E731
+    result = jn.fit(model, params, state, (x, x), loss=order, optimizer=optim.optimizer("sgd", 0.0), epochs=3,
+                    batch_size=64, key=jax.random.PRNGKey(1), engine=engine, progress=False)
+    # the loss is Σ_i i·x_(i)/64 for the epoch's order: 3 epochs, 3 different orders
+    assert len(set(result.history["train_loss"])) == 3
+    in_order = float(jnp.mean(jnp.arange(64.0) ** 2))
+    assert in_order not in result.history["train_loss"]
+
+
+@pytest.mark.parametrize("engine", ["scan", "step"])
+def test_history_counts_match_an_independent_evaluation(engine):
+    """At learning rate 0 the params never change, so the training accuracy and loss of an epoch
+    (whose batches cover every example once) equal those of the model on the whole set."""
+    x, y = spirals(256)
+    model = models.mlp([16, 2], activation="tanh")
+    params, state = model.init(jax.random.PRNGKey(3), x[:1])
+    result = jn.fit(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("sgd", 0.0),
+                    epochs=2, batch_size=64, key=jax.random.PRNGKey(4), engine=engine, progress=False)
+    logits, _ = model.apply(params, state, x)
+    assert result.history["train_accuracy"] == pytest.approx([float(losses.accuracy(logits, y))] * 2, abs=1e-7)
+    assert result.history["train_loss"] == pytest.approx([float(jnp.mean(losses.cross_entropy(logits, y)))] * 2,
+                                                         rel=1e-6)
+    assert 0.2 < result.history["train_accuracy"][0] < 0.8  # an untrained net: a count, not a constant
