@@ -64,8 +64,11 @@ class Layer:
     """Base class: a stateless, parameter-free layer unless a subclass says otherwise."""
 
     def init(self, key: Array, x: InputLike) -> tuple[Params, State]:
-        """Creates ``(params, state)`` for inputs shaped like ``x``."""
-        del key, x
+        """Creates ``(params, state)`` for inputs shaped like ``x``: none for a parameter-free layer,
+        whose ``apply`` is traced on the shape alone so that a bad input fails here as it would there."""
+        del key
+        spec = as_shape_dtype(x)
+        jax.eval_shape(lambda v: self.apply({}, {}, v), spec)
         return {}, {}
 
     def apply(self, params: Params, state: State, x: Array, *, key: Array | None = None,
