@@ -1,6 +1,6 @@
 """A full central-difference gradient: jaxnets.gradcheck against torch.autograd.gradcheck, side by side.
 
-The task (issue 4): a tanh MLP 64-128-128-10 (26,122 parameters), float64, cross-entropy on a batch
+The task: a tanh MLP 64-128-128-10 (26,122 parameters), float64, cross-entropy on a batch
 of ``--batch`` examples (default 16); every parameter perturbed by ±ε (2P loss evaluations).
 
 * ``jaxnets-generic``: :func:`jaxnets.gradcheck.finite_difference_fn` on ``loss(params)`` (per-leaf

@@ -1,6 +1,6 @@
 """One training epoch of the modern LeNet-5 in jaxnets, Flax, Equinox and PyTorch, side by side.
 
-The task (issue 3): conv 6@5×5 padding 2, ReLU, 2×2 max-pool, conv 16@5×5, ReLU, 2×2 max-pool,
+The task: conv 6@5×5 padding 2, ReLU, 2×2 max-pool, conv 16@5×5, ReLU, 2×2 max-pool,
 dense 120-84-10 (ReLU), Adam(1e-3), batch 128, float32, one epoch over the Fashion-MNIST training
 set (468 full batches, reshuffled each epoch). Every implementation returns the epoch's mean loss
 and accuracy, so their loops do the same work.

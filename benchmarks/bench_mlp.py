@@ -1,6 +1,6 @@
 """One training epoch of an MLP in jaxnets, Flax, Equinox and PyTorch, side by side.
 
-The task (issue 2, item 9): MLP 784-256-256-10, ReLU, Adam(1e-3), batch 128, float32, one epoch
+The task: MLP 784-256-256-10, ReLU, Adam(1e-3), batch 128, float32, one epoch
 over the Fashion-MNIST training set (60000 images → 468 full batches, shuffled every epoch).
 Every implementation returns the epoch's mean training loss and its number of correct
 predictions, so their loops do the same work.

@@ -1,6 +1,6 @@
-"""Many seeds in one compiled program vs one run at a time.
+"""Many runs in one compiled program vs one run at a time.
 
-Part 1 (the target of issue 5): 32 seeds of a 2-64-64-2 tanh MLP, Adam (lr 0.01), batch 64,
+Part 1: 32 seeds of a 2-64-64-2 tanh MLP, Adam (lr 0.01), batch 64,
 100 epochs on 1 024 two-spirals points, trained by
 
 * ``vmapped`` — :func:`jaxnets.seeds.fit_seeds`: all 32 seeds in one vmapped, scanned epoch;
@@ -11,6 +11,11 @@ Part 1 (the target of issue 5): 32 seeds of a 2-64-64-2 tanh MLP, Adam (lr 0.01)
 Part 2: 8 seeds of the Fashion-MNIST MLP of the main job (784-256-256-10 ReLU, Adam 1e-3,
 batch 128) for 1 epoch on the 60 000 training images, vmapped vs 8 sequential fits.
 
+Part 3: a hyper-parameter grid on the part-1 network: 4 optimizers (sgd, momentum, rmsprop, adam)
+× 4 learning rates × 2 seeds = 32 runs, 100 epochs, as one ``fit_seeds`` call per optimizer (its 8
+runs with ``hyperparams={"learning_rate": ...}``) against 32 sequential ``fit`` calls and the
+Flax loop (a fresh ``optax`` optimizer per run, as a Flax user writes it).
+
 JAX exposes one CPU device per core (``jaxnets.runtime.use_cpu_devices``; ``--cpu-devices 1``
 turns it off) for all three implementations: ``fit_seeds`` splits its runs over the devices,
 ``fit`` and the Flax loop run on the first one, as they would in a user's process.
@@ -19,10 +24,11 @@ All times are wall-clock seconds including compilation (what a user waits for); 
 implementations run round-robin in one process (repetitions interleaved, min and median
 reported) because other processes may load the CPU. Part 1 also reports the time without
 compilation (epochs after the first). The last line is
-``vmapped_seeds_speedup=<vs a> vs_flax_loop=<vs b>`` (medians).
+``vmapped_seeds_speedup=<vs a> vs_flax_loop=<vs b> hparam_grid_speedup=<part 3 vs sequential fits>
+hparam_grid_vs_flax_loop=<part 3 vs the Flax loop>`` (medians).
 
-Command: ``python benchmarks/bench_seeds.py`` (≈ 5 min on 2 CPU cores, 2 repetitions;
-``--quick``: 8 seeds, 10 epochs, 1 repetition, 10 000 Fashion-MNIST images, ≈ 2 min).
+Command: ``python benchmarks/bench_seeds.py`` (≈ 9 min on 2 CPU cores, 2 repetitions;
+``--quick``: 8 seeds, 10 epochs, a 4 × 2 × 2 grid, 1 repetition, 10 000 Fashion-MNIST images, ≈ 2 min).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from flax.training import train_state
 
 import jaxnets as jn
 from jaxnets import data, models, optim, runtime
-from jaxnets.seeds import fit_seeds, init_runs, seed_keys
+from jaxnets.seeds import fit_seeds, init_runs, seed_grid, seed_keys
 
 
 class FlaxMLP(fnn.Module):
@@ -64,12 +70,15 @@ def flax_train_step(state: train_state.TrainState, x, y):
     return state.apply_gradients(grads=grads), loss
 
 
-def flax_loop(x: np.ndarray, y: np.ndarray, seeds: list[int], epochs: int, batch_size: int, lr: float) -> list:
-    """The idiomatic Flax training loop, one seed after another (one compiled step, reused)."""
+def flax_loop(x: np.ndarray, y: np.ndarray, seeds: list[int], epochs: int, batch_size: int, lr: float,
+              optimizers: list | None = None) -> list:
+    """The idiomatic Flax training loop, one run after another: one compiled step, reused while the
+    optimizer stays the same. ``optimizers``: one Optax optimizer per run (default Adam at ``lr``)."""
     model, results = FlaxMLP(), []
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         params = model.init(jax.random.PRNGKey(seed), x[:1])["params"]
-        state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(lr))
+        tx = optax.adam(lr) if optimizers is None else optimizers[i]
+        state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         rng = np.random.default_rng(seed)
         steps = len(x) // batch_size
         for _ in range(epochs):
@@ -109,6 +118,49 @@ def sequential(model, x, y, seeds, epochs, batch_size, lr):
     return seconds, np.asarray(losses)
 
 
+# part 3: optimizer name → its 4 learning rates (from too small to too large for this net)
+GRID = {"sgd": [0.03, 0.1, 0.3, 1.0], "momentum": [0.003, 0.01, 0.03, 0.1],
+        "rmsprop": [3e-4, 1e-3, 3e-3, 1e-2], "adam": [1e-3, 3e-3, 1e-2, 3e-2]}
+OPTAX = {"sgd": optax.sgd, "momentum": lambda lr: optax.sgd(lr, momentum=0.9), "rmsprop": optax.rmsprop,
+         "adam": optax.adam}
+
+
+def grid_vmapped(model, x, y, grid, seeds, epochs, batch_size):
+    """One fit_seeds call per optimizer, its runs the product of learning rates and seeds."""
+    losses = []
+    for name, rates in grid.items():
+        run_seeds, values = seed_grid(seeds, learning_rate=rates)
+        keys, params, state, _ = jaxnets_runs(model, x, y, run_seeds, epochs, batch_size, rates[0])
+        result = fit_seeds(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer(name, rates[0]),
+                           epochs=epochs, batch_size=batch_size, keys=keys, hyperparams=values, progress=False,
+                           on_non_finite="record")
+        jax.block_until_ready(result.params)
+        losses.append(result.history["train_loss"][-1])
+    return np.concatenate(losses)
+
+
+def grid_sequential(model, x, y, grid, seeds, epochs, batch_size):
+    """The same runs as :func:`grid_vmapped`, one ``fit`` call each."""
+    losses = []
+    for name, rates in grid.items():
+        run_seeds, values = seed_grid(seeds, learning_rate=rates)
+        keys, params, state, _ = jaxnets_runs(model, x, y, run_seeds, epochs, batch_size, rates[0])
+        for i, rate in enumerate(values["learning_rate"]):
+            one = jax.tree.map(lambda leaf: leaf[i], (params, state))
+            result = jn.fit(model, *one, (x, y), loss="cross_entropy", optimizer=optim.optimizer(name, rate),
+                            epochs=epochs, batch_size=batch_size, key=keys[i], progress=False, on_non_finite="record")
+            jax.block_until_ready(result.params)
+            losses.append(result.history["train_loss"][-1])
+    return np.asarray(losses)
+
+
+def grid_flax(x, y, grid, seeds, epochs, batch_size):
+    """The same runs in the Flax loop, with a fresh Optax optimizer per run."""
+    for name, rates in grid.items():
+        run_seeds, values = seed_grid(seeds, learning_rate=rates)
+        flax_loop(x, y, run_seeds, epochs, batch_size, 0.0, [OPTAX[name](r) for r in values["learning_rate"]])
+
+
 def measure(name: str, fn, times: dict, steady: dict | None = None) -> None:
     started = time.perf_counter()
     out = fn()
@@ -136,6 +188,8 @@ def main(argv=None) -> None:
     reps = args.reps or (1 if args.quick else 2)
     num_seeds, epochs = (8, 10) if args.quick else (32, 100)
     print(f"devices: {jax.devices()}; {runtime.environment()}")
+    grid = {name: rates[1:3] for name, rates in GRID.items()} if args.quick else GRID
+    grid_seeds = [0, 1]
 
     x, y = data.make_synthetic("spirals", 1024, key=jax.random.PRNGKey(0))
     x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
@@ -168,8 +222,22 @@ def main(argv=None) -> None:
     table(times2, "part 2, wall time including compilation:")
     med2 = {k: statistics.median(v) for k, v in times2.items()}
     print(f"fashion_8_seeds_speedup={med2['sequential fit'] / med2['vmapped']:.2f}")
+
+    runs = sum(len(r) for r in grid.values()) * len(grid_seeds)
+    print(f"part 3: {len(grid)} optimizers × {len(next(iter(grid.values())))} learning rates × {len(grid_seeds)} seeds "
+          f"= {runs} runs of the part-1 MLP, {epochs} epochs; one fit_seeds call per optimizer")
+    times3 = {}
+    for rep in range(reps):
+        print(f" repetition {rep + 1}/{reps}")
+        measure("grid vmapped", lambda: grid_vmapped(model, x, y, grid, grid_seeds, epochs, 64), times3)
+        measure("grid sequential", lambda: grid_sequential(model, x, y, grid, grid_seeds, epochs, 64), times3)
+        measure("grid flax loop", lambda: grid_flax(x, y, grid, grid_seeds, epochs, 64), times3)
+    table(times3, "part 3, wall time including compilation:")
+    med3 = {k: statistics.median(v) for k, v in times3.items()}
     print(f"vmapped_seeds_speedup={med['sequential fit'] / med['vmapped']:.2f} "
-          f"vs_flax_loop={med['flax loop'] / med['vmapped']:.2f}")
+          f"vs_flax_loop={med['flax loop'] / med['vmapped']:.2f} "
+          f"hparam_grid_speedup={med3['grid sequential'] / med3['grid vmapped']:.2f} "
+          f"hparam_grid_vs_flax_loop={med3['grid flax loop'] / med3['grid vmapped']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Train the modern LeNet-5 and a small ResNet (batch norm + augmentation) on Fashion-MNIST and
-record, per epoch, the test accuracy and the wall time (issue 3's accuracy targets: LeNet ≥ 91.5%,
-CNN/ResNet with BN + augmentation ≥ 94%).
+record, per epoch, the test accuracy and the wall time (the accuracies aimed at: LeNet ≥ 91.5%,
+a ResNet with BN + augmentation ≥ 94%).
 
 * ``lenet``: ``models.lenet5("modern", dropout=--dropout)``, Adam, learning rate ``--lr`` (1e-3)
   cosine-decayed to 0 over the run, batch 128, inputs standardised; ``--augment`` adds the

@@ -160,8 +160,8 @@ def agreement_case(name, model, activation, dtype, key, batch, in_shape, classes
         case["best_rel_error"] = errors[case["best_eps"]]
     case["max_rel_error"] = max(v for k, v in case.items() if k.startswith("rel_error") and v is not None)
     case["passed"] = case["max_rel_error"] <= case["tolerance"]
-    print(f"  {name:<10} {activation:<8} {case['dtype']:<8} P={case['num_params']:<6} max rel. error "
-          f"{case['max_rel_error']:.1e}  FD {case['fd_seconds']:.3f} s", flush=True)
+    print(f"{name:<12} {activation:<10} {case['dtype']:<8} {case['num_params']:>7} {case['max_rel_error']:>15.2e} "
+          f"{case['fd_seconds']:>8.3f}s", flush=True)
     return case
 
 
@@ -178,6 +178,20 @@ def eps_sweep(config, key) -> list[dict]:
             error = gradcheck.relative_error(auto, fd_fn(params, eps))
             rows.append({"dtype": jnp.dtype(dtype).name, "eps": eps, "rel_error": error if math.isfinite(error) else None})
     return rows
+
+
+def format_sweep(rows: list[dict]) -> str:
+    """One line per dtype: the central-difference error at the largest and smallest ε and at the best one."""
+    lines = []
+    for dtype in dict.fromkeys(r["dtype"] for r in rows):
+        mine = [r for r in rows if r["dtype"] == dtype and r["rel_error"] is not None]
+        if not mine:
+            continue
+        best = min(mine, key=lambda r: r["rel_error"])
+        lines.append(f"ε sweep ({dtype}): relative error {mine[0]['rel_error']:.1e} at ε={mine[0]['eps']:.0e}, "
+                     f"least {best['rel_error']:.1e} at ε={best['eps']:.0e}, {mine[-1]['rel_error']:.1e} at "
+                     f"ε={mine[-1]['eps']:.0e}")
+    return "\n".join(lines)
 
 
 def cost_vs_params(config, key, limits) -> list[dict]:
@@ -201,8 +215,9 @@ def cost_vs_params(config, key, limits) -> list[dict]:
             row["fd_seconds"] = best_time(_fd_fn(model, x, t), params, repeats=1)
         row["backward_forward_ratio"] = row["grad_seconds"] / row["forward_seconds"] - 1
         rows.append(row)
+        fd = "not run (too many parameters)" if row["fd_seconds"] is None else f"{row['fd_seconds']:.3f} s"
         print(f"  P={P:<8} forward {row['forward_seconds']*1e3:8.3f} ms  value+grad {row['grad_seconds']*1e3:8.3f} ms"
-              f"  FD {row['fd_seconds'] if row['fd_seconds'] is None else round(row['fd_seconds'], 3)} s", flush=True)
+              f"  FD {fd}", flush=True)
     return rows
 
 
@@ -374,7 +389,8 @@ def run(config: Config) -> dict:
     key = jax.random.PRNGKey(config.seed)
     started = time.perf_counter()
     with jax.enable_x64(True):
-        print("agreement:", flush=True)
+        print("agreement of hand backprop, jax.grad and central differences:", flush=True)
+        print(f"{'model':<12} {'activation':<10} {'dtype':<8} {'params':>7} {'max rel. error':>15} {'FD time':>9}")
         cases = []
         for dtype in (jnp.float64, jnp.float32):
             for activation in config.activations:
@@ -384,8 +400,8 @@ def run(config: Config) -> dict:
                                                 config.batch, (8,), 4, config.repeats))
             cases.append(agreement_case("cnn", small_cnn(), "tanh", dtype, key, config.batch, (8, 8, 1), 3,
                                         config.repeats, hand=False))
-        print("ε sweep:", flush=True)
         sweep = eps_sweep(config, key)
+        print(format_sweep(sweep), flush=True)
         print("cost vs P:", flush=True)
         by_params = cost_vs_params(config, key, limits)
         print("cost vs L:", flush=True)

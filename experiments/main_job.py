@@ -99,24 +99,19 @@ def run_studies(out: Path) -> None:
     from experiments import activations
 
     print("\nactivation study (short version; full: python -m experiments activations)")
-    study = activations.run_short_study(out / "activations")
-    print(activations.format_table(study))
-    print(f"report: {out / 'activations' / 'report.md'}")
+    activations.run_short_study(out / "activations")  # prints its table and the path of its report
 
     from experiments import gradcheck
 
-    print("\ngradient check: hand backprop vs jax.grad vs central differences (full: python -m experiments gradcheck)")
-    check = gradcheck.run(gradcheck.Config(quick=True, out=out / "gradcheck"))
-    print(f"{'model':<12} {'activation':<10} {'dtype':<8} {'params':>7} {'max rel. error':>15}")
-    for case in check["cases"]:
-        print(f"{case['model']:<12} {case['activation']:<10} {case['dtype']:<8} {case['num_params']:>7} "
-              f"{case['max_rel_error']:>15.2e}")
+    print("\ngradient check (short version; full: python -m experiments gradcheck)")
+    check = gradcheck.run(gradcheck.Config(quick=True, out=out / "gradcheck"))  # prints its tables
     print(gradcheck.headline(check))
     print(f"report: {out / 'gradcheck' / 'report.md'}")
 
 
-TARGETS = {"fashion_mnist": (0.88, "the foundation issue's target; scikit-learn's MLPClassifier scores 0.877"),
-           "digits": (0.97, "the foundation issue's target for the embedded digits")}
+# dataset → (the accuracy this MLP is expected to reach, the reference it is compared with)
+TARGETS = {"fashion_mnist": (0.88, "scikit-learn's MLPClassifier, 256-256 ReLU, scores 0.877 on Fashion-MNIST"),
+           "digits": (0.97, "a 256-256 ReLU MLP reaches 0.972–0.978 on these digits over init seeds 0–2")}
 
 
 def report(summary: dict, config: Config) -> str:

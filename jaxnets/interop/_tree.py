@@ -4,9 +4,10 @@ readable names, and summary rows built from those dicts."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 
 from jaxnets._util import key_name
 
@@ -62,3 +63,22 @@ def param_rows(params: dict, type_names: dict[str, str], output_shapes: dict[str
         rows.append(SummaryRow(name, type_names.get(name, "?"), shape, math.prod(shape) if shape else None, None,
                                weights, biases, None))
     return rows
+
+
+class Adapter:
+    """What every adapter derives from ``init``/``apply``: the output shape, traced on shapes alone,
+    and summary rows (one per top-level entry of params; a subclass sets ``type_names``)."""
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        spec = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+        params, state = jax.eval_shape(lambda: self.init(jax.random.key(0), spec))
+        return tuple(jax.eval_shape(lambda p, s, v: self.apply(p, s, v)[0], params, state, spec).shape)
+
+    def type_names(self) -> dict[str, str]:
+        return {}
+
+    def summary_rows(self, input_shape: Sequence[int]) -> list:
+        """Rows for :func:`jaxnets.inspect.summary`: one per submodule holding parameters."""
+        spec = jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32)
+        params, _ = jax.eval_shape(lambda: self.init(jax.random.key(0), spec))
+        return param_rows(params, self.type_names())

@@ -20,14 +20,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from jaxnets._util import key_name
-from jaxnets.interop._tree import LeafLayout, param_rows
+from jaxnets.interop._tree import Adapter, LeafLayout
 
 BATCH_AXIS = "batch"
 
@@ -57,7 +57,7 @@ def _state_names(state) -> Callable[[tuple], tuple[str, ...]]:
 
 
 @dataclasses.dataclass(frozen=True)
-class EquinoxModel:
+class EquinoxModel(Adapter):
     """A jaxnets model backed by the Equinox module that ``make(key)`` builds."""
 
     make: Callable[[jax.Array], Any]
@@ -113,12 +113,5 @@ class EquinoxModel:
                                 axis_name=BATCH_AXIS)(x, keys)
         return y, (layout["state"].to_dict(new_state) if train else state)
 
-    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        spec = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-        params, state = jax.eval_shape(lambda: self.init(jax.random.key(0), spec))
-        return tuple(jax.eval_shape(lambda p, s, v: self.apply(p, s, v)[0], params, state, spec).shape)
-
-    def summary_rows(self, input_shape: Sequence[int]) -> list:
-        """Rows for :func:`jaxnets.inspect.summary`: one per submodule holding parameters."""
-        params, _ = jax.eval_shape(lambda: self.init(jax.random.key(0), None))
-        return param_rows(params, self._layout["types"])
+    def type_names(self) -> dict[str, str]:
+        return self._layout["types"]

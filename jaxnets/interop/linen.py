@@ -26,6 +26,7 @@ import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
+from jaxnets.interop._tree import Adapter
 from jaxnets.nn.core import as_shape_dtype
 
 
@@ -35,7 +36,7 @@ def _plain(tree) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class LinenModel:
+class LinenModel(Adapter):
     """A jaxnets model backed by a linen module. x: whatever the module takes, batch axis first."""
 
     module: linen.Module
@@ -68,11 +69,6 @@ class LinenModel:
             y, updates = self.module.apply(variables, x, rngs=rngs, mutable=list(state), **self._kwargs(True))
             return y, {**state, **_plain(updates)}
         return self.module.apply(variables, x, rngs=rngs, **self._kwargs(train)), state
-
-    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        spec = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-        params, state = jax.eval_shape(lambda: self.init(jax.random.PRNGKey(0), spec))
-        return tuple(jax.eval_shape(lambda p, s, v: self.apply(p, s, v)[0], params, state, spec).shape)
 
     def summary_rows(self, input_shape: Sequence[int]) -> list:
         """Rows for :func:`jaxnets.inspect.summary`: one per direct submodule call, in call order."""

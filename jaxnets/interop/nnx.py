@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxnets.interop._tree import lookup, nested, param_rows
+from jaxnets.interop._tree import Adapter, lookup, nested
 
 
 def _flat(state) -> list[tuple[tuple, Any]]:
@@ -33,7 +33,7 @@ def _flat(state) -> list[tuple[tuple, Any]]:
 
 
 @dataclasses.dataclass(frozen=True)
-class NNXModel:
+class NNXModel(Adapter):
     """A jaxnets model backed by the NNX module that ``make(rngs)`` builds. x: what the module
     takes, batch axis first."""
 
@@ -98,12 +98,5 @@ class NNXModel:
         _, _, _, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
         return y, self._to_dict(rest)
 
-    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        spec = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-        params, state = jax.eval_shape(lambda: self.init(jax.random.key(0), spec))
-        return tuple(jax.eval_shape(lambda p, s, v: self.apply(p, s, v)[0], params, state, spec).shape)
-
-    def summary_rows(self, input_shape: Sequence[int]) -> list:
-        """Rows for :func:`jaxnets.inspect.summary`: one per submodule holding parameters."""
-        params, _ = jax.eval_shape(lambda: self.init(jax.random.key(0), None))
-        return param_rows(params, self._layout["types"])
+    def type_names(self) -> dict[str, str]:
+        return self._layout["types"]
