@@ -48,7 +48,8 @@ from jaxnets.initializers import initializer_for
 from jaxnets.losses import cross_entropy
 from jaxnets.nn import Activation, Dense
 from jaxnets.runtime import environment
-from jaxnets.seeds import fit_seeds, init_runs, make_evaluate_runs_fn, make_metrics_runs_fn, seed_keys
+from jaxnets.seeds import fit_seeds, init_runs, seed_keys
+from jaxnets.train import make_evaluate_runs_fn, make_metrics_runs_fn
 
 __all__ = ["Config", "run", "run_short_study", "format_table", "headline", "SUMMARY_SCHEMA"]
 

@@ -1,5 +1,6 @@
-"""Checks of training data made before any training, so that bad input fails at once with a message
-that names the bad values, instead of as a NaN loss epochs later.
+"""Checks made before any training, so that bad input fails at once with a message that names the
+bad values, instead of as a NaN loss epochs later: the training data, and the arguments of ``fit`` and
+``fit_seeds`` that need resolving (keys, per-run hyper-parameters, the augmentation).
 
 * inputs: one array with a leading example axis, every value finite;
 * targets: as many as inputs and of the kind the loss needs for the model's output: class indices in
@@ -15,6 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets import optim
+from jaxnets._util import unknown
+
+PENALTIES = ("l1", "l2")
 _SHOWN = 5  # how many bad values or examples a message lists
 
 
@@ -99,3 +104,67 @@ def check_pair(what: str, model, params, state, x: jax.Array, t: jax.Array, loss
                          f"{t.shape[0] if t.ndim else 'no'} targets; give one target per input")
     check_inputs(what, x)
     check_targets(what, loss, t, output_shape(model, params, state, x, stacked=stacked))
+
+
+def is_typed_key(key) -> bool:
+    return jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
+
+
+def stack_keys(caller: str, keys, stacked: bool) -> jax.Array:
+    """Keys as a stacked array: typed (runs,) or raw (runs, 2)."""
+    keys = jnp.asarray(keys) if not is_typed_key(keys) else keys
+    per_key_ndim = 0 if is_typed_key(keys) else 1
+    if not stacked:
+        if keys.ndim != per_key_ndim:
+            raise ValueError(f"{caller}: key must be one PRNG key (jax.random.key(seed) or PRNGKey(seed)), got shape "
+                             f"{keys.shape}")
+        return keys[None]
+    if keys.ndim != per_key_ndim + 1 or keys.shape[0] == 0:
+        raise ValueError(f"{caller}: keys must be stacked PRNG keys, one per run: shape (runs,) typed or (runs, 2) "
+                         f"raw, got {keys.shape}")
+    return keys
+
+
+def key_data(keys) -> np.ndarray:
+    return np.asarray(jax.random.key_data(keys) if is_typed_key(keys) else keys)
+
+
+def per_run(caller: str, name: str, value, runs: int, stacked: bool) -> np.ndarray:
+    """A scalar, or (stacked) one value per run, as a float64 (runs,) array."""
+    array = np.asarray(value, np.float64)
+    if array.ndim == 0:
+        return np.full((runs,), float(array))
+    if not stacked or array.shape != (runs,):
+        expected = "a number" if not stacked else f"a number or {runs} numbers (one per run)"
+        raise ValueError(f"{caller}: {name} must be {expected}, got shape {array.shape}")
+    return array
+
+
+def resolve_hyperparams(caller: str, hyperparams: dict | None, l1, l2, opt_shapes, runs: int, stacked: bool):
+    """(optimizer values {name: (runs,)}, l1 (runs,), l2 (runs,)); unknown names are an error."""
+    hyperparams = dict(hyperparams or {})
+    exposed = optim.hyperparam_names(opt_shapes)
+    for name in hyperparams:
+        if name not in exposed and name not in PENALTIES:
+            raise unknown("hyper-parameter", name, [*exposed, *PENALTIES],
+                          plural="hyper-parameters of this optimizer (and penalties)")
+    penalties = {}
+    for name, given in (("l1", l1), ("l2", l2)):
+        if name in hyperparams and np.any(np.asarray(given) != 0):
+            raise ValueError(f"{caller}: {name} is given twice, as {name}= and in hyperparams; give it once")
+        penalties[name] = per_run(caller, name, hyperparams.pop(name, given), runs, stacked)
+    values = {name: per_run(caller, name, value, runs, stacked) for name, value in hyperparams.items()}
+    return values, penalties["l1"], penalties["l2"]
+
+
+def checked_augment(caller: str, augment, key, x):
+    """``augment`` after checking, on shapes alone, that it keeps x's shape and dtype."""
+    if augment is None:
+        return None
+    if not callable(augment):
+        raise TypeError(f"{caller}: augment must be a function augment(key, x) -> x, got {augment!r}")
+    out = jax.eval_shape(augment, key, x)
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == x.shape and out.dtype == x.dtype):
+        raise ValueError(f"{caller}: augment(key, x) must return an array shaped like the training inputs, "
+                         f"{x.dtype}{list(x.shape)}; got {out}")
+    return augment

@@ -36,16 +36,15 @@ from tqdm.auto import tqdm
 
 from jaxnets import checkpoint as ckpt
 from jaxnets import optim
-from jaxnets._checks import check_pair
+from jaxnets._checks import check_pair, checked_augment, key_data, resolve_hyperparams, stack_keys
 from jaxnets._util import path_str, to_json, unknown
 from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, ReduceOnPlateau
 from jaxnets.parallel import first_runs, pad_runs, run_layout
 from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_epoch_fn,
-                           make_evaluate_fn, make_step_epoch_fn)
+                           make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn)
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "stopped",
                 "seconds")
-PENALTIES = ("l1", "l2")
 NON_FINITE = ("raise", "record")
 
 
@@ -68,70 +67,6 @@ class Outcome(NamedTuple):
     best_epoch: np.ndarray
     stopped: np.ndarray
     diverged_epoch: np.ndarray
-
-
-def _is_typed_key(key) -> bool:
-    return jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
-
-
-def _stack_keys(caller: str, keys, stacked: bool) -> jax.Array:
-    """Keys as a stacked array: typed (runs,) or raw (runs, 2)."""
-    keys = jnp.asarray(keys) if not _is_typed_key(keys) else keys
-    per_key_ndim = 0 if _is_typed_key(keys) else 1
-    if not stacked:
-        if keys.ndim != per_key_ndim:
-            raise ValueError(f"{caller}: key must be one PRNG key (jax.random.key(seed) or PRNGKey(seed)), got shape "
-                             f"{keys.shape}")
-        return keys[None]
-    if keys.ndim != per_key_ndim + 1 or keys.shape[0] == 0:
-        raise ValueError(f"{caller}: keys must be stacked PRNG keys, one per run: shape (runs,) typed or (runs, 2) "
-                         f"raw, got {keys.shape}")
-    return keys
-
-
-def _key_data(keys) -> np.ndarray:
-    return np.asarray(jax.random.key_data(keys) if _is_typed_key(keys) else keys)
-
-
-def _per_run(caller: str, name: str, value, runs: int, stacked: bool) -> np.ndarray:
-    """A scalar, or (stacked) one value per run, as a float64 (runs,) array."""
-    array = np.asarray(value, np.float64)
-    if array.ndim == 0:
-        return np.full((runs,), float(array))
-    if not stacked or array.shape != (runs,):
-        expected = "a number" if not stacked else f"a number or {runs} numbers (one per run)"
-        raise ValueError(f"{caller}: {name} must be {expected}, got shape {array.shape}")
-    return array
-
-
-def _resolve_hyperparams(caller: str, hyperparams: dict | None, l1, l2, opt_shapes, runs: int, stacked: bool):
-    """(optimizer values {name: (runs,)}, l1 (runs,), l2 (runs,)); unknown names are an error."""
-    hyperparams = dict(hyperparams or {})
-    exposed = optim.hyperparam_names(opt_shapes)
-    for name in hyperparams:
-        if name not in exposed and name not in PENALTIES:
-            raise unknown("hyper-parameter", name, [*exposed, *PENALTIES],
-                          plural="hyper-parameters of this optimizer (and penalties)")
-    penalties = {}
-    for name, given in (("l1", l1), ("l2", l2)):
-        if name in hyperparams and np.any(np.asarray(given) != 0):
-            raise ValueError(f"{caller}: {name} is given twice, as {name}= and in hyperparams; give it once")
-        penalties[name] = _per_run(caller, name, hyperparams.pop(name, given), runs, stacked)
-    values = {name: _per_run(caller, name, value, runs, stacked) for name, value in hyperparams.items()}
-    return values, penalties["l1"], penalties["l2"]
-
-
-def _augmenter(caller: str, augment, key, x):
-    """``augment`` after checking, on shapes alone, that it keeps x's shape and dtype."""
-    if augment is None:
-        return None
-    if not callable(augment):
-        raise TypeError(f"{caller}: augment must be a function augment(key, x) -> x, got {augment!r}")
-    out = jax.eval_shape(augment, key, x)
-    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == x.shape and out.dtype == x.dtype):
-        raise ValueError(f"{caller}: augment(key, x) must return an array shaped like the training inputs, "
-                         f"{x.dtype}{list(x.shape)}; got {out}")
-    return augment
 
 
 @jax.jit
@@ -194,6 +129,56 @@ def _settings(runs, batch_size, hyperparams, l1, l2, regularize_from_epoch, earl
                     "reduce_on_plateau": reduce_on_plateau, "augment": augment is not None})
 
 
+class Programs(NamedTuple):
+    """The compiled pieces of one call, all on stacked runs (the plain epoch when there is one run)."""
+
+    epoch: Callable  # (train_state, x, t, keys, l1, l2) -> (train_state, (losses, corrects)), both (runs, …)
+    epoch_keys: Callable  # (keys, epoch) -> fold_in of each run's key
+    split_keys: Callable  # keys -> (augmentation keys, epoch keys)
+    augment: Callable | None  # (keys, x) -> each run's augmented x
+    evaluate: Callable  # (params, state, x, t) -> (loss (runs,), accuracy (runs,))
+    metrics: Callable | None  # (params, state, *data) -> {name: (runs, …)}
+
+
+def _one_run(fn: Callable, batched: int) -> Callable:
+    """``fn`` of one run applied to stacked runs of size 1: the first ``batched`` arguments lose their
+    run axis, the result gains it (free inside jit), so one run compiles the plain program."""
+    def wrapped(*args):
+        return _add_run_axis(fn(*(_squeeze(a) for a in args[:batched]), *args[batched:]))
+    return wrapped
+
+
+def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmapped, augment, metrics_fn,
+             num_metrics_data) -> Programs:
+    x_axis = 0 if augment is not None and vmapped else None
+    in_axes = (0, x_axis, None, 0, 0, 0)
+    if engine == "scan":
+        epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask)
+        if vmapped:
+            epoch = jax.jit(jax.vmap(epoch_fn, in_axes=in_axes))
+        else:  # (train_state, x, t, key, l1, l2): the state, key and penalties carry the run axis
+            epoch = jax.jit(lambda ts, x, t, k, a, b: _add_run_axis(
+                epoch_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
+    elif vmapped:
+        epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
+                                   in_axes=in_axes)
+    else:
+        step_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask)
+
+        def epoch(ts, x, t, k, a, b):
+            return _add_run_axis(step_epoch(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b)))
+    augment_runs = None
+    if augment is not None:
+        augment_runs = jax.jit(jax.vmap(augment, in_axes=(0, None)) if vmapped else lambda k, v: augment(k[0], v))
+    evaluate = make_evaluate_fn(model, loss)
+    metrics = None
+    if metrics_fn is not None:
+        metrics = make_metrics_runs_fn(metrics_fn, num_metrics_data) if vmapped else _one_run(jax.jit(metrics_fn), 2)
+    return Programs(epoch, jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None))),
+                    jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k)))), augment_runs,
+                    make_evaluate_runs_fn(model, loss) if vmapped else _one_run(evaluate, 2), metrics)
+
+
 def train_runs(
     model, params, state, train_data, *, stacked: bool, caller: str, loss, optimizer: optax.GradientTransformation,
     epochs: int, batch_size: int, keys, hyperparams: dict | None, validation_data, early_stopping,
@@ -215,7 +200,7 @@ def train_runs(
     if not isinstance(epochs, int) or epochs < 0 or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{caller}: epochs must be an int >= 0 and batch_size an int >= 1, got {epochs!r} and "
                          f"{batch_size!r}")
-    keys = _stack_keys(caller, keys, stacked)
+    keys = stack_keys(caller, keys, stacked)
     runs = int(keys.shape[0])
     if not stacked:
         params, state = _add_run_axis(params), _add_run_axis(state)
@@ -231,60 +216,24 @@ def train_runs(
         x_val, t_val = (jnp.asarray(a) for a in validation_data)
         check_pair(f"{caller}: validation_data", model, params, state, x_val, t_val, loss, stacked=True)
     opt_shapes = jax.eval_shape(optimizer.init, _squeeze(params))
-    optimizer_values, l1, l2 = _resolve_hyperparams(caller, hyperparams, l1, l2, opt_shapes, runs, stacked)
+    optimizer_values, l1, l2 = resolve_hyperparams(caller, hyperparams, l1, l2, opt_shapes, runs, stacked)
     if reduce_on_plateau is not None and "learning_rate" not in optim.get_hyperparams(opt_shapes):
         raise ValueError(f"{caller}: reduce_on_plateau needs an injectable learning rate (an optimizer from "
                          "jaxnets.optim.optimizer)")
-    settings = _settings(runs, batch_size, {k: v for k, v in optimizer_values.items()}, l1, l2,
+    settings = _settings(runs, batch_size, optimizer_values, l1, l2,
                          regularize_from_epoch, early_stopping, reduce_on_plateau, augment)
     one_key = keys[0]
-    augment = _augmenter(caller, augment, one_key, x)
+    augment = checked_augment(caller, augment, one_key, x)
 
     # --------------------------------------------------------------------- compiled pieces
     layout = run_layout(runs, devices)
     padded = layout.padded
-    vmapped = padded > 1
     classification = is_classification(loss)
     steps = x.shape[0] // batch_size
     use_l1, use_l2 = bool(np.any(l1 != 0)), bool(np.any(l2 != 0))
-    x_axis = 0 if augment is not None and vmapped else None
-    chosen = choose_engine(engine, model)
-    if chosen == "scan":
-        epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask)
-        if vmapped:
-            run_epoch = jax.jit(jax.vmap(epoch_fn, in_axes=(0, x_axis, None, 0, 0, 0)))
-        else:
-            run_epoch = jax.jit(lambda train, inputs, targets, k, a, b: _add_run_axis(
-                epoch_fn(_squeeze(train), inputs, targets, k[0], _squeeze(a), _squeeze(b))))
-    else:
-        if vmapped:
-            run_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                           in_axes=(0, x_axis, None, 0, 0, 0))
-        else:
-            step_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask)
-
-            def run_epoch(train, inputs, targets, k, a, b):
-                return _add_run_axis(step_epoch(_squeeze(train), inputs, targets, k[0], _squeeze(a), _squeeze(b)))
-    epoch_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
-    split_keys = jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k))))
-    if augment is not None:
-        augment_runs = jax.jit(jax.vmap(augment, in_axes=(0, None)) if vmapped else lambda k, v: augment(k[0], v))
-    evaluate = make_evaluate_fn(model, loss)
-    if vmapped:
-        evaluate_runs = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None, None)))
-    else:
-        def evaluate_runs(p, s, inputs, targets):
-            return _add_run_axis(evaluate(_squeeze(p), _squeeze(s), inputs, targets))
-    if metrics_fn is not None:
-        from jaxnets.seeds import make_metrics_runs_fn
-
-        if vmapped:
-            metrics_runs = make_metrics_runs_fn(metrics_fn, len(metrics_data))
-        else:
-            metrics_one = jax.jit(metrics_fn)
-
-            def metrics_runs(p, s, *data):
-                return _add_run_axis(metrics_one(_squeeze(p), _squeeze(s), *data))
+    programs = _compile(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
+                        engine=choose_engine(engine, model), vmapped=padded > 1, augment=augment,
+                        metrics_fn=metrics_fn, num_metrics_data=len(metrics_data))
 
     # ------------------------------------------------------------------------ state, resume
     opt_state = optim.set_hyperparams(jax.vmap(optimizer.init)(params), **optimizer_values)
@@ -305,7 +254,7 @@ def train_runs(
                              + "; ".join(f"{n} {saved.get(n)} there, {settings[n]} now" for n in differ)
                              + ". Remove it or use another checkpoint_dir")
         tree, meta = ckpt.restore_checkpoint(checkpoint_dir, {"train": ts, "keys": keys, "loop": loop})
-        if not np.array_equal(_key_data(tree["keys"]), _key_data(keys)):
+        if not np.array_equal(key_data(tree["keys"]), key_data(keys)):
             raise ValueError(f"{caller}: the checkpoint in {str(checkpoint_dir)!r} was made with other keys; "
                              "remove it or use another checkpoint_dir")
         ts = TrainState(*tree["train"])
@@ -340,12 +289,12 @@ def train_runs(
         on = epoch >= regularize_from_epoch
         l1_now = jnp.asarray(l1 * on) if use_l1 else None  # (padded,); None: no penalty term is compiled
         l2_now = jnp.asarray(l2 * on) if use_l2 else None
-        key_now = epoch_keys(keys_dev, epoch)
+        key_now = programs.epoch_keys(keys_dev, epoch)
         x_now = x
         if augment is not None:
-            augment_key, key_now = split_keys(key_now)
-            x_now = augment_runs(augment_key, x)
-        new_ts, (losses, corrects) = run_epoch(ts, x_now, t, key_now, l1_now, l2_now)
+            augment_key, key_now = programs.split_keys(key_now)
+            x_now = programs.augment(augment_key, x)
+        new_ts, (losses, corrects) = programs.epoch(ts, x_now, t, key_now, l1_now, l2_now)
         ts = new_ts if live.all() else _where_runs(jnp.asarray(live), new_ts, ts)
         losses = np.asarray(losses, np.float64)  # (padded, steps)
         newly = ~np.all(np.isfinite(losses), axis=1) & (diverged < 0) & live
@@ -358,14 +307,14 @@ def train_runs(
                                              nan) if classification else nan)
         record["val_loss"], record["val_accuracy"] = nan, nan
         if validation_data is not None:
-            val_loss, val_accuracy = evaluate_runs(ts.params, ts.state, x_val, t_val)
+            val_loss, val_accuracy = programs.evaluate(ts.params, ts.state, x_val, t_val)
             record["val_loss"] = np.where(live, np.asarray(val_loss, np.float64), nan)
             if classification:
                 record["val_accuracy"] = np.where(live, np.asarray(val_accuracy, np.float64), nan)
         rate = optim.get_hyperparams(ts.opt_state).get("learning_rate")
         record["learning_rate"] = nan if rate is None else np.asarray(rate, np.float64)
         if metrics_fn is not None:
-            stats = metrics_runs(ts.params, ts.state, *metrics_data)
+            stats = programs.metrics(ts.params, ts.state, *metrics_data)
             record.update({name: np.asarray(value) for name, value in stats.items()})
         record["seconds"] = time.perf_counter() - started
 

@@ -35,7 +35,6 @@ the second core helps.
 
 from __future__ import annotations
 
-import functools
 import itertools
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -47,7 +46,6 @@ import optax
 
 from jaxnets._loop import train_runs
 from jaxnets.monitors import EarlyStopping, ReduceOnPlateau
-from jaxnets.train import make_evaluate_fn
 
 Array = jax.Array
 # (params, state, *metrics_data) of one run → named statistics (arrays of fixed shapes).
@@ -106,22 +104,6 @@ def init_runs(model, keys: Array, x) -> tuple[Any, Any]:
     model, where a jitted vmap would compile each model's whole init again.)"""
     inits = [model.init(key, x) for key in keys]
     return stack_trees([p for p, _ in inits]), stack_trees([s for _, s in inits])
-
-
-def make_evaluate_runs_fn(model, loss, *, batch_size: int = 1000) -> Callable:
-    """Jitted ``evaluate(params, state, x, t) -> (loss (runs,), accuracy (runs,))`` for stacked
-    params/state and shared data x: (N, …), t: (N, …)."""
-    return jax.jit(jax.vmap(make_evaluate_fn(model, loss, batch_size=batch_size), in_axes=(0, 0, None, None)))
-
-
-@functools.lru_cache(maxsize=16)
-@functools.lru_cache(maxsize=16)
-def make_metrics_runs_fn(metrics_fn: MetricsFn, num_data: int = 0) -> Callable:
-    """Jitted ``f(params, state, *data) -> {name: (runs, …)}``: ``metrics_fn`` vmapped over stacked
-    params/state, with ``num_data`` shared (not vmapped) data arguments. The same ``metrics_fn``
-    gives the same jitted function, so metrics taken before ``fit_seeds`` (at initialisation)
-    and during it share one compilation."""
-    return jax.jit(jax.vmap(metrics_fn, in_axes=(0, 0) + (None,) * num_data))
 
 
 def fit_seeds(

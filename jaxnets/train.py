@@ -9,7 +9,9 @@
 * :func:`make_step_epoch_fn` — the same epoch as one compiled call per batch (the ``"step"``
   engine), for one run or, with ``in_axes``, for stacked runs.
 * :func:`choose_engine` — which of the two an epoch uses.
-* :func:`make_evaluate_fn` — loss and accuracy over a whole set, in batches, as one call.
+* :func:`make_evaluate_fn` — loss and accuracy over a whole set, in batches, as one call;
+  :func:`make_evaluate_runs_fn` and :func:`make_metrics_runs_fn` the same vmapped over stacked runs;
+  :func:`evaluate` a one-off evaluation.
 
 The Python loop over epochs that ``fit`` and ``fit_seeds`` share lives in :mod:`jaxnets._loop`.
 """
@@ -259,6 +261,21 @@ def make_evaluate_fn(model, loss, *, batch_size: int = 1000) -> Callable:
         return loss_sum / n, correct_sum / n
 
     return evaluate
+
+
+def make_evaluate_runs_fn(model, loss, *, batch_size: int = 1000) -> Callable:
+    """Jitted ``evaluate(params, state, x, t) -> (loss (runs,), accuracy (runs,))`` for stacked
+    params/state and shared data x: (N, …), t: (N, …)."""
+    return jax.jit(jax.vmap(make_evaluate_fn(model, loss, batch_size=batch_size), in_axes=(0, 0, None, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def make_metrics_runs_fn(metrics_fn: Callable[..., dict], num_data: int = 0) -> Callable:
+    """Jitted ``f(params, state, *data) -> {name: (runs, …)}``: ``metrics_fn`` vmapped over stacked
+    params/state, with ``num_data`` shared (not vmapped) data arguments. The same ``metrics_fn``
+    gives the same jitted function, so metrics taken before ``fit_seeds`` (at initialisation)
+    and during it share one compilation."""
+    return jax.jit(jax.vmap(metrics_fn, in_axes=(0, 0) + (None,) * num_data))
 
 
 def evaluate(model, params, state, data: tuple[Any, Any], *, loss: str | Callable,

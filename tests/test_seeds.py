@@ -11,9 +11,9 @@ import pytest
 
 import jaxnets as jn
 from jaxnets import data, losses, models, optim
-from jaxnets.seeds import (fit_seeds, init_runs, make_evaluate_runs_fn, seed_grid, seed_keys, stack_trees,
+from jaxnets.seeds import (fit_seeds, init_runs, seed_grid, seed_keys, stack_trees,
                            unstack_tree)
-from jaxnets.train import NonFiniteError, make_evaluate_fn
+from jaxnets.train import NonFiniteError, make_evaluate_fn, make_evaluate_runs_fn
 
 SEEDS = [0, 1]
 
