@@ -8,13 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments import common  # noqa: E402
+from experiments import common
+from jaxnets import plot
 
 if TYPE_CHECKING:
     from experiments.activations import Config
@@ -150,14 +148,6 @@ def headline(summary: dict) -> str:
     return f"{len(summary['runs'])} runs on {summary['dataset']}; {len(held)}/{len(summary.get('claims', []))} of the notes' claims held"
 
 
-def _band(ax, x, values, label, color=None, log=False):
-    values = np.asarray(values, np.float64)  # (len(x), seeds)
-    mean = np.nanmean(values, axis=1)
-    lo, hi = (np.nanmin(values, axis=1), np.nanmax(values, axis=1)) if log else (mean - np.nanstd(values, axis=1), mean + np.nanstd(values, axis=1))
-    line, = ax.plot(x, mean, label=label, color=color)
-    ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
-
-
 def _figure(records, rows, depths, draw, path: Path, title: str, ylabel, log=False):
     fig, axes = plt.subplots(len(rows), len(depths), figsize=(4.2 * len(depths), 3.2 * len(rows)), squeeze=False)
     for i, row in enumerate(rows):
@@ -184,16 +174,16 @@ def write_plots(out: Path, records: list[dict], summary: dict) -> list[str]:
 
     def curve(ax, record, row):
         error = 1 - np.asarray(record["train_accuracy"], np.float64)  # (epochs, seeds)
-        _band(ax, np.arange(1, len(error) + 1), error, record["activation"])
+        plot.learning_curves({"epoch": np.arange(len(error)), "train_error": error}, ("train_error",), ax=ax,
+                             label=record["activation"])
         ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("epoch")
 
     _figure(records, [{"init": i, "label": f"{i} init"} for i in inits], depths, curve, out / "learning_curves.png",
-            "training error (mean ± std over seeds; dashed: target)", lambda row: "training error")
+            "training error (mean, min–max band over seeds; dashed: target)", lambda row: "training error")
 
     def grads(ax, record, row):
         g = np.asarray(record["grad_norm"], np.float64)[row["epoch"]].T  # (layers, seeds)
-        _band(ax, np.arange(1, len(g) + 1), g, record["activation"], log=True)
+        plot.grad_norms([{f"{i + 1}": v for i, v in enumerate(g)}], ax=ax, labels=[record["activation"]])
         ax.set_xlabel("layer (1 = first, last = output)")
 
     _figure(records, [{"init": "suited", "label": "initialisation", "epoch": 0},
@@ -204,7 +194,8 @@ def write_plots(out: Path, records: list[dict], summary: dict) -> list[str]:
         if row["key"] == "saturated_fraction" and record["activation"] in RECTIFIERS:
             return  # their flat side is "inactive" (see dead units), not saturation
         v = np.asarray(record[row["key"]], np.float64).mean(axis=2)  # (epochs + 1, seeds), mean over layers
-        _band(ax, np.arange(len(v)), v, record["activation"])
+        plot.learning_curves({"epoch": np.arange(len(v)) - 1, row["key"]: v}, (row["key"],), ax=ax,
+                             label=record["activation"])
         ax.set_xlabel("epoch (0 = initialisation)")
 
     _figure(records, [{"init": "suited", "label": "saturated", "key": "saturated_fraction"},

@@ -180,3 +180,36 @@ class RunStore:
     def checkpoint_dir(self, name: str) -> Path:
         """Where run ``name`` checkpoints its epochs while it is unfinished."""
         return self.out / "checkpoints" / self.key / name
+
+
+# --------------------------------------------------------------------------------- the notes' claims
+
+# The five decks of lecture notes (../shared/notes/README.md), as a claim's source names them.
+DECKS = {
+    "S0": "'Multi-layer neural network' course slides",
+    "S1": "Fergus, 'Neural Networks', Lecture 2",
+    "S2": "CMU Machine Learning 10-701",
+    "S3": "Toronto CSC 2515, Lecture 6: Neural Networks",
+    "S4": "'Neural network architectures (part one: deep NNs & CNNs)'",
+}
+CLAIMS_SCHEMA = {"type": "array", "items": {
+    "type": "object", "required": ["claim", "source", "held", "evidence"],
+    "properties": {"claim": {"type": "string"}, "source": {"type": "string"},
+                   "held": {"type": ["boolean", "null"]}, "evidence": {"type": "string"}}}}
+
+
+def claim(text: str, deck: str, slide: str, held: bool | None, evidence: str) -> dict:
+    """One claim of the notes as a summary records it: the claim in plain words, its source (the deck
+    and the slide), whether the numbers support it (None: this run cannot judge it, e.g. in quick mode),
+    and the numbers."""
+    return {"claim": text, "source": f"{DECKS[deck]}, slide '{slide}'", "held": None if held is None else bool(held),
+            "evidence": evidence}
+
+
+def verdict(held: bool | None) -> str:
+    return {True: "held", False: "did not hold", None: "not judged in this run"}[held]
+
+
+def claims_markdown(claims: Sequence[dict]) -> str:
+    """The claims as a Markdown list: verdict, claim, source, numbers."""
+    return "\n".join(f"- **{verdict(c['held'])}** — {c['claim']} ({c['source']}). {c['evidence']}" for c in claims)

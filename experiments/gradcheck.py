@@ -30,17 +30,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments import common  # noqa: E402
-from jaxnets import backprop, gradcheck, models  # noqa: E402
-from jaxnets.losses import cross_entropy  # noqa: E402
-from jaxnets.nn import Activation, Dense, Flatten, Sequential  # noqa: E402
-from jaxnets.runtime import environment  # noqa: E402
+from experiments import common
+from jaxnets import backprop, gradcheck, models
+from jaxnets import plot as plot_lib
+from jaxnets.losses import cross_entropy
+from jaxnets.nn import Activation, Dense, Flatten, Sequential
+from jaxnets.runtime import environment
 
 __all__ = ["Config", "run", "headline", "SUMMARY_SCHEMA"]
 
@@ -315,12 +313,8 @@ def _save(fig, path: Path) -> None:
 
 def plot(summary: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for dtype in ("float32", "float64"):
-        rows = [r for r in summary["eps_sweep"] if r["dtype"] == dtype and r["rel_error"]]
-        ax.loglog([r["eps"] for r in rows], [r["rel_error"] for r in rows], "o-", label=dtype)
-    ax.set(xlabel="ε", ylabel="relative error vs jax.grad", title="Central differences: truncation vs round-off")
-    ax.invert_xaxis()
-    ax.legend()
+    plot_lib.eps_sweep(summary["eps_sweep"], ax=ax).set(ylabel="relative error vs jax.grad",
+                                                        title="Central differences: truncation vs round-off")
     _save(fig, out / "eps_sweep.png")
 
     rows = summary["cost_vs_params"]

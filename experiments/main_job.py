@@ -18,17 +18,14 @@ import dataclasses
 from pathlib import Path
 
 import jax
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import jaxnets as jn  # noqa: E402
-from experiments import common  # noqa: E402
-from jaxnets import data, models, optim  # noqa: E402
-from jaxnets.runtime import environment  # noqa: E402
-from jaxnets.train import make_evaluate_fn  # noqa: E402
+import jaxnets as jn
+from experiments import common
+from jaxnets import data, models, optim, plot
+from jaxnets.runtime import environment
+from jaxnets.train import make_evaluate_fn
 
 
 @dataclasses.dataclass
@@ -147,15 +144,9 @@ def write_outputs(out: Path, summary: dict, history: dict, config: Config) -> No
     common.write_csv(out / "history.csv", [dict(zip(history, row)) for row in zip(*history.values())])
     common.write_report(out, report(summary, config))
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax_loss.plot(history["epoch"], history["train_loss"], label="train")
-    ax_loss.plot(history["epoch"], history["val_loss"], label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.plot(history["epoch"], history["train_accuracy"], label="train")
-    ax_acc.plot(history["epoch"], history["val_accuracy"], label="validation")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.legend()
-        ax.grid(alpha=0.3)
+    plot.learning_curves(history, ("train_loss", "val_loss"), ax=ax_loss).set(ylabel="cross-entropy", title="loss")
+    plot.learning_curves(history, ("train_accuracy", "val_accuracy"), ax=ax_acc).set(ylabel="accuracy",
+                                                                                      title="accuracy")
     fig.suptitle(f"MLP on {summary['dataset']}: test accuracy {summary['test_accuracy']:.4f}")
     fig.tight_layout()
     fig.savefig(out / "learning_curve.png", dpi=100)

@@ -30,6 +30,7 @@ EXPERIMENTS: dict[str, str] = {
     "main": "experiments.main_job",
     "gradcheck": "experiments.gradcheck",
     "activations": "experiments.activations",
+    "expressive_power": "experiments.expressive_power",
 }
 ALL = "all"
 

@@ -175,17 +175,20 @@ def hidden_units(activations: Array, *, ax=None, cmap: str = "viridis"):
     return ax
 
 
-def grad_norms(per_layer: Mapping[str, float] | Sequence[Mapping[str, float]], *, ax=None,
+def grad_norms(per_layer: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, ax=None,
                labels: Sequence[str] | None = None):
-    """Gradient norm per layer on a log scale (``jaxnets.inspect.gradient_norms`` gives one such
-    dict); several dicts (e.g. at initialisation and after training) give one curve each. Returns ax."""
+    """Gradient norm per layer, first layer on the left, on a log scale: one dict ``{layer: norm}``
+    (``jaxnets.inspect.gradient_norms`` gives one) or several (at initialisation and after training,
+    one per activation, …), one curve each. A norm that is an array of runs (seeds) is drawn as its
+    mean with a min–max band. Returns ax."""
     rows = [per_layer] if isinstance(per_layer, Mapping) else list(per_layer)
     ax = _axes(ax)
-    names = list(rows[0])
+    longest = max(rows, key=len)
     for i, row in enumerate(rows):
-        ax.plot(range(len(names)), [row[n] for n in names], "o-", label=None if labels is None else labels[i])
-    ax.set(yscale="log", ylabel="gradient norm", xticks=range(len(names)))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+        values = np.asarray([np.ravel(np.asarray(v, np.float64)) for v in row.values()])  # (layers, runs)
+        _band(ax, np.arange(len(row)), values, None if labels is None else labels[i], marker="o")
+    ax.set(yscale="log", ylabel="gradient norm", xticks=range(len(longest)))
+    ax.set_xticklabels(list(longest), rotation=45, ha="right", fontsize=8)
     if labels is not None:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
