@@ -116,3 +116,19 @@ def assert_layer_gradients_match(layer, in_shape, *, train: bool = False) -> Non
 
         numeric = central_difference_grad(loss, np.asarray(flat))
         np.testing.assert_allclose(jax.grad(loss)(flat), numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.fixture(scope="session")
+def quick_results(tmp_path_factory):
+    """``python -m experiments all --quick`` run once per test session, in a fresh process (what CI asks
+    for); tests of the experiments and the notebooks read its outputs instead of recomputing them.
+    Returns ``(results directory, completed process)``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("results")
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-m", "experiments", "all", "--quick", "--out", str(out)],
+                         capture_output=True, text=True, cwd=root, timeout=2400)
+    return out, run

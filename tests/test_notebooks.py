@@ -1,5 +1,6 @@
 """Every notebook in notebooks/ is executed top to bottom in quick mode (JAXNETS_QUICK=1) and must
-finish without an error (after Optax's docs build, which runs its notebooks)."""
+finish without an error (after Optax's docs build, which runs its notebooks). The lesson notebooks read
+the results of ``python -m experiments all --quick`` (JAXNETS_RESULTS) instead of recomputing them."""
 
 from pathlib import Path
 
@@ -15,8 +16,9 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
+def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch, quick_results):
     monkeypatch.setenv("JAXNETS_QUICK", "1")
+    monkeypatch.setenv("JAXNETS_RESULTS", str(quick_results[0]))  # lessons read `experiments all --quick`'s results
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \

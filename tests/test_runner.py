@@ -209,14 +209,10 @@ def test_command_line_sets_up_cpu_devices_and_rejects_an_unknown_name():
     assert probe.stdout.strip().splitlines()[-1] == "True", probe.stderr[-2000:]
 
 
-def test_all_experiments_in_quick_mode_from_the_command_line(tmp_path):
-    # What the issues ask CI to run: `python -m experiments all --quick` (the main job in quick mode, the
-    # gradient check's and the activation study's --quick), end to end in a fresh process.
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    run = subprocess.run([sys.executable, "-m", "experiments", "all", "--quick", "--out", str(tmp_path)],
-                         capture_output=True, text=True, cwd=root, timeout=1200)
+def test_all_experiments_in_quick_mode_from_the_command_line(quick_results):
+    # What the issues ask CI to run: `python -m experiments all --quick` (every experiment's quick mode),
+    # end to end in a fresh process (the session fixture runs it once; other tests read its outputs).
+    tmp_path, run = quick_results
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     index = (tmp_path / "REPORT.md").read_text()
     for name in runner.EXPERIMENTS:
