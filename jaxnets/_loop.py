@@ -81,6 +81,10 @@ def _where_host(mask, new, old):
     return jax.tree.map(lambda a, b: np.where(mask, a, b), new, old)
 
 
+_fold_in_runs = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))  # (keys (runs,), epoch) -> (runs,)
+_split_runs = jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k))))  # keys -> (keys, keys), each (runs,)
+
+
 def _squeeze(tree):
     return jax.tree.map(lambda leaf: leaf[0], tree)
 
@@ -174,8 +178,7 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
     metrics = None
     if metrics_fn is not None:
         metrics = make_metrics_runs_fn(metrics_fn, num_metrics_data) if vmapped else _one_run(jax.jit(metrics_fn), 2)
-    return Programs(epoch, jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None))),
-                    jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k)))), augment_runs,
+    return Programs(epoch, _fold_in_runs, _split_runs, augment_runs,
                     make_evaluate_runs_fn(model, loss) if vmapped else _one_run(evaluate, 2), metrics)
 
 
