@@ -5,12 +5,16 @@ dense 120-84-10 (ReLU), Adam(1e-3), batch 128, float32, one epoch over the Fashi
 set (468 full batches, reshuffled each epoch). Every implementation returns the epoch's mean loss
 and accuracy, so their loops do the same work.
 
-* ``jaxnets-scan``: ``models.lenet5("modern")`` (Toeplitz convolutions, reshape max-pool) in
-  ``jax.jit(make_epoch_fn(...))``, one compiled call per epoch — what ``jaxnets.fit`` runs.
-* ``jaxnets-step``: the same model in the per-step engine (``fit(engine="step")``).
-* ``jaxnets-im2col-scan`` (``--variants``): ``lenet5(conv="im2col")`` in the scanned epoch.
-* ``jaxnets-xla-scan`` / ``jaxnets-xla-step`` (``--variants``): ``lenet5(conv="xla")``, i.e.
-  ``nn.Conv2D``/``nn.MaxPool2D`` on ``lax.conv_general_dilated``/``reduce_window``.
+* ``jaxnets-scan``: ``models.lenet5("modern")`` (its layers' ``impl="auto"``: in the CPU training
+  loop Toeplitz convolutions and reshape max-pools) in ``jax.jit(make_epoch_fn(...))``, one compiled
+  call per epoch — what ``jaxnets.fit`` runs.
+* ``jaxnets-user``: the same network written by hand from ``nn.Conv2D``/``nn.MaxPool2D``/``nn.Dense``
+  with default options, as a user (or a notebook) writes it, in the same engine.
+* ``jaxnets-step``: the model in the per-step engine (``fit(engine="step")``; ``"auto"`` is then XLA's
+  convolution, outside any loop).
+* ``jaxnets-im2col-scan`` (``--variants``): ``lenet5(impl="im2col")`` in the scanned epoch.
+* ``jaxnets-xla-scan`` / ``jaxnets-xla-step`` (``--variants``): ``lenet5(impl="xla")``:
+  ``lax.conv_general_dilated`` in the scanned epoch (slow on CPU) or per step.
 * ``flax``: linen ``nn.Conv``/``nn.max_pool``, one ``jax.jit`` train step per batch (the Flax
   examples' loop); ``flax-scan``: the same step inside one ``jax.jit(lax.scan)`` epoch.
 * ``equinox``: ``eqx.nn.Conv2d``/``MaxPool2d`` with ``eqx.filter_jit`` per step.
@@ -39,15 +43,29 @@ from benchmarks import common  # noqa: E402
 
 BATCH = 128
 LEARNING_RATE = 1e-3
-IMPLEMENTATIONS = ("jaxnets-scan", "jaxnets-step", "flax", "flax-scan", "equinox", "torch")
+IMPLEMENTATIONS = ("jaxnets-scan", "jaxnets-user", "jaxnets-step", "flax", "flax-scan", "equinox", "torch")
 VARIANTS = ("jaxnets-im2col-scan", "jaxnets-xla-scan", "jaxnets-xla-step")
 
 
-def make_jaxnets(x, y, engine: str = "scan", conv: str = "toeplitz", seed: int = 0) -> Callable:
+def make_jaxnets(x, y, engine: str = "scan", impl: str = "auto", seed: int = 0) -> Callable:
     from jaxnets import models
 
-    return common.jaxnets_epoch_fn(models.lenet5("modern", conv=conv), x, y, engine=engine, batch_size=BATCH,
+    return common.jaxnets_epoch_fn(models.lenet5("modern", impl=impl), x, y, engine=engine, batch_size=BATCH,
                                    learning_rate=LEARNING_RATE, seed=seed)
+
+
+def user_lenet():
+    """The modern LeNet-5 as a user writes it from jaxnets.nn, every option at its default."""
+    from jaxnets import nn
+
+    return nn.Sequential([nn.Conv2D(6, 5, padding=2), nn.Activation("relu"), nn.MaxPool2D(2),
+                          nn.Conv2D(16, 5), nn.Activation("relu"), nn.MaxPool2D(2), nn.Flatten(),
+                          nn.Dense(120), nn.Activation("relu"), nn.Dense(84), nn.Activation("relu"), nn.Dense(10)])
+
+
+def make_user(x, y, seed: int = 0) -> Callable:
+    return common.jaxnets_epoch_fn(user_lenet(), x, y, engine="scan", batch_size=BATCH, learning_rate=LEARNING_RATE,
+                                   seed=seed)
 
 
 def _flax_model():
@@ -175,10 +193,11 @@ def make_torch(x, y, seed: int = 0) -> Callable:
 
 FACTORIES = {
     "jaxnets-scan": lambda x, y: make_jaxnets(x, y, "scan"),
+    "jaxnets-user": make_user,
     "jaxnets-step": lambda x, y: make_jaxnets(x, y, "step"),
-    "jaxnets-im2col-scan": lambda x, y: make_jaxnets(x, y, "scan", conv="im2col"),
-    "jaxnets-xla-scan": lambda x, y: make_jaxnets(x, y, "scan", conv="xla"),
-    "jaxnets-xla-step": lambda x, y: make_jaxnets(x, y, "step", conv="xla"),
+    "jaxnets-im2col-scan": lambda x, y: make_jaxnets(x, y, "scan", impl="im2col"),
+    "jaxnets-xla-scan": lambda x, y: make_jaxnets(x, y, "scan", impl="xla"),
+    "jaxnets-xla-step": lambda x, y: make_jaxnets(x, y, "step", impl="xla"),
     "flax": make_flax,
     "flax-scan": lambda x, y: make_flax(x, y, scan=True),
     "equinox": make_equinox,
@@ -258,10 +277,13 @@ def main(argv=None) -> dict:
           f"{flops / (jaxnets or math.nan) / 1e9:.1f} GFLOP/s; ratios = other's steady min / jaxnets-scan's")
     result = {"machine": info, "examples": int(x.shape[0]), "steps": steps, "rows": rows, "steady_seconds": steady,
               "jaxnets_vs_torch": ratio("torch"), "jaxnets_vs_flax": ratio("flax"),
-              "jaxnets_vs_flax_scan": ratio("flax-scan"), "jaxnets_vs_equinox": ratio("equinox")}
+              "jaxnets_vs_flax_scan": ratio("flax-scan"), "jaxnets_vs_equinox": ratio("equinox"),
+              "user_vs_models_lenet": (best["jaxnets-user"] / jaxnets if jaxnets and best.get("jaxnets-user")
+                                       else math.nan)}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
-    print(f"jaxnets_vs_torch={result['jaxnets_vs_torch']:.2f} jaxnets_vs_flax={result['jaxnets_vs_flax']:.2f}")
+    print(f"jaxnets_vs_torch={result['jaxnets_vs_torch']:.2f} jaxnets_vs_flax={result['jaxnets_vs_flax']:.2f} "
+          f"user_vs_models_lenet={result['user_vs_models_lenet']:.2f}")
     return result
 
 

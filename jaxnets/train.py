@@ -28,6 +28,7 @@ import optax
 
 from jaxnets._util import unknown
 from jaxnets.losses import correct, get_loss, l1_penalty, l2_penalty
+from jaxnets.nn import conv_impl
 
 Array = jax.Array
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -157,7 +158,8 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None)
 
         def body(ts, inputs):
             idx, k = inputs
-            return step(ts, x[idx], t[idx], k, l1, l2)
+            with conv_impl.training_loop():  # impl="auto" convolutions use matmuls inside the loop
+                return step(ts, x[idx], t[idx], k, l1, l2)
 
         return jax.lax.scan(body, ts, (batches, step_keys))
 
@@ -166,14 +168,23 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None)
 
 def choose_engine(engine: str, model) -> str:
     """``"scan"`` (one compiled call per epoch) or ``"step"`` (one compiled call per batch).
-    ``"auto"`` picks scan; a model may declare ``preferred_engine(backend)`` where measurements show
-    per-step calls are faster on a backend (see benchmarks/RESULTS.md)."""
+
+    ``"auto"`` decides from the model's layers and the backend: ``"step"`` on CPU when a convolution
+    of the model computes with XLA's convolution (``impl="xla"``), whose weight gradient XLA:CPU
+    computes tens of times slower inside the scanned epoch than in a step on its own (see
+    :mod:`jaxnets.nn.conv_impl`); ``"scan"`` otherwise, and always on GPU/TPU."""
     if engine not in ENGINES:
         raise unknown("engine", engine, ENGINES)
     if engine != "auto":
         return engine
-    preferred = getattr(model, "preferred_engine", None)
-    return preferred(jax.default_backend()) if callable(preferred) else "scan"
+    if jax.default_backend() != "cpu":
+        return "scan"
+    from jaxnets.nn import iter_layers
+    from jaxnets.nn.core import Layer
+
+    layers = iter_layers(model) if isinstance(model, Layer) else ()
+    xla_convs = any(getattr(layer, "impl", None) == "xla" and hasattr(layer, "kernel_size") for layer in layers)
+    return "step" if xla_convs else "scan"
 
 
 def _is_typed_key(key) -> bool:

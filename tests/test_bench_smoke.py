@@ -59,11 +59,13 @@ def test_quick_cnn_training_logs_each_epoch_and_resumes(tmp_path):
 
 @pytest.mark.requires_fashion_mnist
 def test_quick_lenet_benchmark_prints_final_line_and_conv_forms_train_alike(capsys):
-    result = bench_lenet.main(["--quick", "--impls", "jaxnets-scan,jaxnets-im2col-scan"])
+    result = bench_lenet.main(["--quick", "--impls", "jaxnets-scan,jaxnets-im2col-scan,jaxnets-user"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.fullmatch(r"jaxnets_vs_torch=(\S+) jaxnets_vs_flax=(\S+)", last), last
-    toeplitz, im2col = result["rows"]
-    assert (toeplitz["implementation"], im2col["implementation"]) == ("jaxnets-scan", "jaxnets-im2col-scan")
+    assert re.fullmatch(r"jaxnets_vs_torch=(\S+) jaxnets_vs_flax=(\S+) user_vs_models_lenet=(\S+)", last), last
+    auto, im2col, user = result["rows"]
+    assert [r["implementation"] for r in result["rows"]] == ["jaxnets-scan", "jaxnets-im2col-scan", "jaxnets-user"]
     # Same params, keys and batches; only the convolution's arithmetic differs (float rounding).
-    assert toeplitz["train_loss"] == pytest.approx(im2col["train_loss"], rel=1e-4)
-    assert toeplitz["train_accuracy"] == pytest.approx(im2col["train_accuracy"], abs=2 / result["examples"])
+    assert auto["train_loss"] == pytest.approx(im2col["train_loss"], rel=1e-4)
+    assert auto["train_accuracy"] == pytest.approx(im2col["train_accuracy"], abs=2 / result["examples"])
+    # the hand-written LeNet is the models' LeNet: the same layers (init differs: He vs Glorot)
+    assert 0 < user["train_loss"] < 3

@@ -1,5 +1,7 @@
 """Conv1D, Conv2D and LocallyConnected2D against direct NumPy loops (every padding, stride and
-dilation case), float64 gradients against central differences, shapes, jit, and bad input."""
+dilation case, for every ``impl`` of the convolutions: xla, im2col, toeplitz), float64 gradients
+against central differences (every impl), shapes, jit, the true convolution (``flip_kernel``), the
+``impl="auto"`` rule, and bad input."""
 
 import itertools
 
@@ -11,7 +13,10 @@ import pytest
 from conftest import assert_jit_equals_eager, assert_layer_gradients_match, assert_output_shape_agrees
 from jaxnets.nn import (Activation, BatchNorm, Conv1D, Conv2D, Dense, Flatten, LayerError, LocallyConnected2D,
                         ResidualBlock, Sequential)
+from jaxnets.nn import conv_impl
 from jaxnets.nn.conv import explicit_pads
+
+IMPLS = ["xla", "im2col", "toeplitz"]
 
 
 def numpy_conv(x, w, b, strides, pads, dilation, per_position=False):
@@ -48,14 +53,89 @@ def check_against_numpy(layer, x_shape, per_position=False, seed=0):
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("padding,strides,dilation", CASES_2D)
-def test_conv2d_matches_numpy_loop(padding, strides, dilation):
-    check_against_numpy(Conv2D(4, (3, 2), strides=strides, padding=padding, dilation=dilation), (2, 8, 7, 3))
+def test_conv2d_matches_numpy_loop(padding, strides, dilation, impl):
+    check_against_numpy(Conv2D(4, (3, 2), strides=strides, padding=padding, dilation=dilation, impl=impl),
+                        (2, 8, 7, 3))
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("padding,strides,dilation", list(itertools.product(["VALID", "SAME", 2, (0, 3)], [1, 3], [1, 2])))
-def test_conv1d_matches_numpy_loop(padding, strides, dilation):
-    check_against_numpy(Conv1D(5, 3, strides=strides, padding=padding, dilation=dilation), (3, 11, 2))
+def test_conv1d_matches_numpy_loop(padding, strides, dilation, impl):
+    check_against_numpy(Conv1D(5, 3, strides=strides, padding=padding, dilation=dilation, impl=impl), (3, 11, 2))
+
+
+def test_toeplitz_tiles_all_give_the_convolution(key):
+    x = jax.random.normal(key, (2, 7, 12, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+    conv = lambda **kw: conv_impl.toeplitz_conv2d(x, w, (1, 2), ((1, 1), (1, 1)), (1, 1), **kw)  # noqa: E731
+    expected = jax.lax.conv_general_dilated(x, w, (1, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    for tile in (1, 2, 3, 6):  # out width 6
+        np.testing.assert_allclose(conv(tile=tile), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="positive divisor of the output width 6, got 4"):
+        conv(tile=4)
+    # largest divisor of the output width up to the kernel width: LeNet's C1 (28 wide), C3 (10 wide)
+    assert [conv_impl.default_tile(*a) for a in ((28, 5), (10, 5), (7, 3), (2, 5))] == [4, 5, 1, 2]
+
+
+def test_auto_picks_the_native_convolution_except_inside_a_cpu_training_loop():
+    """The rule of conv_impl.auto_conv_impl, from benchmarks/bench_conv_impls.py's table."""
+    layer = Conv2D(16, 3, padding="SAME")
+    assert layer.resolved_impl(1, "gpu") == layer.resolved_impl(16, "tpu") == "xla"
+    assert layer.resolved_impl(1, "cpu") == "xla"  # outside a loop (inference, the step engine)
+    with conv_impl.training_loop():
+        assert layer.resolved_impl(1, "gpu") == "xla"
+        assert layer.resolved_impl(1, "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
+        assert layer.resolved_impl(3, "cpu") == "toeplitz"
+        assert layer.resolved_impl(4, "cpu") == "im2col"
+        assert Conv1D(32, 5).resolved_impl(1, "cpu") == "im2col"  # 1-D: patches
+        assert Conv2D(16, 3, impl="xla").resolved_impl(1, "cpu") == "xla"  # an explicit impl is kept
+    assert not conv_impl.in_training_loop()
+
+
+def test_the_training_loop_uses_the_matmul_formulation_and_gives_the_same_result(key):
+    from jaxnets import optim
+    from jaxnets.train import TrainState, make_epoch_fn
+
+    model = Sequential([Conv2D(3, 3, padding="SAME"), Activation("relu"), Flatten(), Dense(2)])
+    x = jax.random.normal(key, (16, 6, 6, 1))
+    y = jnp.arange(16) % 2
+    params, state = model.init(key, x)
+    opt = optim.optimizer("sgd", 0.1)
+    results = {}
+    for name, m in (("auto", model), ("xla", Sequential([(n, Conv2D(3, 3, padding="SAME", impl="xla"))
+                                                        if n == "conv1" else (n, layer) for n, layer in model.layers]))):
+        epoch = jax.jit(make_epoch_fn(m, "cross_entropy", opt, batch_size=8))
+        results[name] = epoch(TrainState(params, state, opt.init(params)), x, y, key)[0].params
+        text = jax.jit(make_epoch_fn(m, "cross_entropy", opt, batch_size=8)).lower(
+            TrainState(params, state, opt.init(params)), x, y, key).as_text()
+        assert ("convolution" in text) == (name == "xla" or jax.default_backend() != "cpu"), name
+    for a, b in zip(jax.tree.leaves(results["auto"]), jax.tree.leaves(results["xla"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_true_convolution_flips_the_kernel_as_the_notes_define_it():
+    """(2, −1, 1) ∗ (1, 1, 2) = (2, 1, 4, −1, 2) (Toronto CSC 2515); cross-correlation gives (4, 0, 3, 0, 1)."""
+    a = jnp.array([2.0, -1.0, 1.0]).reshape(1, 3, 1)
+    b = jnp.array([1.0, 1.0, 2.0]).reshape(3, 1, 1)
+    for impl in IMPLS:
+        true = Conv1D(1, 3, padding=2, use_bias=False, flip_kernel=True, impl=impl)
+        correlation = Conv1D(1, 3, padding=2, use_bias=False, impl=impl)
+        np.testing.assert_allclose(true.apply({"w": b}, {}, a)[0].ravel(), [2, 1, 4, -1, 2], atol=1e-6)
+        np.testing.assert_allclose(correlation.apply({"w": b}, {}, a)[0].ravel(), [4, 0, 3, 0, 1], atol=1e-6)
+    rng = np.random.default_rng(0)
+    f, g, h = (rng.standard_normal(5) for _ in range(3))
+    convolve = lambda u, v: np.asarray(Conv1D(1, 5, padding=4, use_bias=False, flip_kernel=True).apply(  # noqa: E731
+        {"w": jnp.asarray(v).reshape(5, 1, 1)}, {}, jnp.asarray(u).reshape(1, 5, 1))[0]).ravel()
+    np.testing.assert_allclose(convolve(f, g), convolve(g, f), atol=1e-5)  # commutative
+    np.testing.assert_allclose(convolve(f, 2.0 * g - 3.0 * h), 2.0 * convolve(f, g) - 3.0 * convolve(f, h), atol=1e-5)
+    np.testing.assert_allclose(convolve(f, g), np.convolve(f, g), atol=1e-5)  # NumPy's convolution
+    image = rng.standard_normal((1, 6, 7, 1)).astype(np.float32)
+    kernel = rng.standard_normal((3, 2, 1, 1)).astype(np.float32)
+    flipped, _ = Conv2D(1, (3, 2), use_bias=False, flip_kernel=True).apply({"w": kernel}, {}, image)
+    plain, _ = Conv2D(1, (3, 2), use_bias=False).apply({"w": kernel[::-1, ::-1]}, {}, image)
+    np.testing.assert_allclose(flipped, plain, atol=1e-5)
 
 
 @pytest.mark.parametrize("n,k,s,d", [(7, 3, 2, 1), (8, 3, 2, 1), (8, 3, 3, 2), (5, 5, 1, 1), (1, 3, 2, 1), (9, 2, 4, 3)])
@@ -135,14 +215,17 @@ def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
 
 
 GRAD_LAYERS = [
-    (Conv1D(2, 3, strides=2, padding="SAME", dilation=1), (2, 7, 2)),
-    (Conv2D(2, (2, 3), strides=(2, 1), padding=((1, 0), (1, 1)), dilation=(1, 2)), (1, 5, 6, 2)),
+    *[(Conv1D(2, 3, strides=2, padding="SAME", dilation=1, impl=impl), (2, 7, 2)) for impl in IMPLS],
+    *[(Conv2D(2, (2, 3), strides=(2, 1), padding=((1, 0), (1, 1)), dilation=(1, 2), impl=impl), (1, 5, 6, 2))
+      for impl in IMPLS],
+    (Conv2D(2, 3, strides=2, padding="SAME", flip_kernel=True), (1, 5, 4, 2)),
     (LocallyConnected2D(2, 2, strides=2, padding="SAME"), (1, 4, 5, 2)),
     (ResidualBlock(Conv2D(3, 2, strides=2, padding="SAME"), activation="tanh"), (1, 3, 4, 2)),
 ]
 
 
-@pytest.mark.parametrize("layer,in_shape", GRAD_LAYERS, ids=[type(l).__name__ for l, _ in GRAD_LAYERS])
+@pytest.mark.parametrize("layer,in_shape", GRAD_LAYERS,
+                         ids=[f"{type(l).__name__}-{getattr(l, 'impl', '')}-{i}" for i, (l, _) in enumerate(GRAD_LAYERS)])
 def test_gradients_match_central_differences_float64(layer, in_shape, key):
     """Gradient with respect to every parameter and every input value."""
     assert_layer_gradients_match(layer, in_shape)

@@ -1,5 +1,6 @@
-"""Pooling against a direct NumPy loop (every padding/stride case, 1-D and 2-D, several channels),
-float64 gradients against central differences, shapes, jit, and bad input."""
+"""Pooling against a direct NumPy loop (every padding/stride case, 1-D and 2-D, several channels, and
+both ``impl`` of non-overlapping windows: reduce_window and reshape), float64 gradients against central
+differences, the gradient at ties, shapes, jit, and bad input."""
 
 import itertools
 
@@ -45,6 +46,33 @@ POOL_CASES = list(itertools.product(["VALID", "SAME", ((1, 0), (1, 2))], [None, 
 @pytest.mark.parametrize("padding,strides", POOL_CASES)
 def test_maxpool2d_matches_numpy_loop(padding, strides):
     check_against_numpy(MaxPool2D((2, 3), strides=strides, padding=padding), (2, 7, 8, 3), "max")
+
+
+@pytest.mark.parametrize("impl", ["reduce_window", "reshape", "auto"])
+@pytest.mark.parametrize("cls,kind,shape", [(MaxPool2D, "max", (2, 7, 8, 3)), (AvgPool2D, "avg", (2, 7, 8, 3)),
+                                            (MaxPool1D, "max", (2, 9, 4)), (AvgPool1D, "avg", (2, 9, 4))])
+def test_non_overlapping_pools_match_numpy_with_every_impl(cls, kind, shape, impl):
+    """Windows that tile the input (strides = window, no padding; the remainder dropped, as VALID does)."""
+    check_against_numpy(cls(2, impl=impl), shape, kind)
+
+
+def test_reshape_impl_needs_non_overlapping_unpadded_windows():
+    with pytest.raises(LayerError, match=r"impl='reshape' needs non-overlapping, unpadded windows"):
+        MaxPool2D(3, strides=2, impl="reshape").apply({}, {}, np.zeros((1, 7, 7, 1), np.float32))
+    assert MaxPool2D(2).resolved_impl((1, 8, 8, 1), "cpu") == "reshape"
+    assert MaxPool2D(2).resolved_impl((1, 8, 8, 1), "gpu") == "reduce_window"
+    assert MaxPool2D(3, strides=2).resolved_impl((1, 8, 8, 1), "cpu") == "reduce_window"
+    with pytest.raises(ValueError, match="unknown impl 'pad'"):
+        MaxPool2D(2, impl="pad")
+
+
+def test_gradient_at_ties_reshape_shares_it_reduce_window_gives_it_to_one():
+    """The documented difference between the max-pool impls: a window whose four values are equal."""
+    x = jnp.ones((1, 2, 2, 1))
+    shared = jax.grad(lambda v: MaxPool2D(2, impl="reshape").apply({}, {}, v)[0].sum())(x)
+    one = jax.grad(lambda v: MaxPool2D(2, impl="reduce_window").apply({}, {}, v)[0].sum())(x)
+    np.testing.assert_allclose(np.asarray(shared).ravel(), [0.25] * 4)
+    assert sorted(np.asarray(one).ravel().tolist()) == [0.0, 0.0, 0.0, 1.0]
 
 
 @pytest.mark.parametrize("padding,strides", POOL_CASES)
@@ -104,6 +132,8 @@ def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
 
 GRAD_LAYERS = [
     (MaxPool2D(2, strides=1, padding="SAME"), (1, 3, 4, 2)),
+    (MaxPool2D(2, impl="reshape"), (1, 4, 4, 2)),
+    (AvgPool2D(2, impl="reshape"), (1, 4, 5, 2)),
     (AvgPool2D(2, strides=1, padding=1, count_include_pad=False), (1, 3, 3, 2)),
     (MaxPool1D(2), (2, 5, 2)),
     (AvgPool1D(3, strides=2, padding="SAME"), (2, 5, 2)),

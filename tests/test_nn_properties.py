@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxnets import nn, zoo
+from jaxnets import nn
 from jaxnets.nn import LayerError
 
 SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None,
@@ -34,12 +34,13 @@ def paddings(ndim):
 
 def conv_layers(cls, ndim):
     return st.builds(cls, features=small, kernel_size=st.integers(1, 4), strides=st.integers(1, 3),
-                     padding=paddings(ndim), dilation=st.integers(1, 2), use_bias=st.booleans())
+                     padding=paddings(ndim), dilation=st.integers(1, 2), use_bias=st.booleans(),
+                     impl=st.sampled_from(["auto", "xla", "im2col", "toeplitz"]), flip_kernel=st.booleans())
 
 
 def pool_layers(cls, ndim):
     return st.builds(cls, window=st.integers(1, 3), strides=st.one_of(st.none(), st.integers(1, 3)),
-                     padding=paddings(ndim))
+                     padding=paddings(ndim), impl=st.sampled_from(["auto", "reduce_window", "reshape"]))
 
 
 LAYERS = {
@@ -49,13 +50,10 @@ LAYERS = {
     "Flatten": st.just(nn.Flatten()),
     "Conv1D": conv_layers(nn.Conv1D, 1),
     "Conv2D": conv_layers(nn.Conv2D, 2),
-    "Im2ColConv2D": conv_layers(zoo.Im2ColConv2D, 2),
-    "ToeplitzConv2D": conv_layers(zoo.ToeplitzConv2D, 2),
     "LocallyConnected2D": st.builds(nn.LocallyConnected2D, features=small, kernel_size=st.integers(1, 3),
                                     strides=st.integers(1, 2), padding=paddings(2)),
     "MaxPool1D": pool_layers(nn.MaxPool1D, 1),
     "MaxPool2D": pool_layers(nn.MaxPool2D, 2),
-    "ReshapeMaxPool2D": pool_layers(zoo.ReshapeMaxPool2D, 2),
     "AvgPool1D": pool_layers(nn.AvgPool1D, 1),
     "AvgPool2D": pool_layers(nn.AvgPool2D, 2),
     "GlobalAvgPool": st.just(nn.GlobalAvgPool()),

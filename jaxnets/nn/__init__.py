@@ -7,6 +7,7 @@ from jaxnets.nn.core import Lambda as Lambda
 from jaxnets.nn.core import Layer as Layer
 from jaxnets.nn.core import LayerError as LayerError
 from jaxnets.nn.core import Sequential as Sequential
+from jaxnets.nn.core import iter_layers as iter_layers
 from jaxnets.nn.conv import Conv1D as Conv1D
 from jaxnets.nn.conv import Conv2D as Conv2D
 from jaxnets.nn.conv import LocallyConnected2D as LocallyConnected2D

@@ -12,6 +12,13 @@ axis with input size ``n``, padding ``(lo, hi)``, kernel ``k``, dilation ``d`` a
     effective kernel  k_eff = (k - 1) * d + 1
     output size       (n + lo + hi - k_eff) // s + 1      (needs n + lo + hi >= k_eff)
 
+How a convolution is computed is its ``impl`` field (:mod:`jaxnets.nn.conv_impl`): ``"xla"``
+(``lax.conv_general_dilated``), ``"im2col"`` or ``"toeplitz"`` (one matmul each), or ``"auto"`` (the
+default: the native convolution on GPU/TPU, the faster matmul for the layer's shape on CPU). Every
+impl has the same params and gives the same outputs. ``flip_kernel=True`` computes the true
+convolution of the lecture notes (the kernel flipped in every spatial axis) instead of the
+cross-correlation that deep-learning layers compute.
+
 The locally connected layer has the same wiring as a convolution (each output unit sees one
 window of the input) but every output position has its own weights, which is the contrast the
 lecture notes draw: same connections, ``out_h * out_w`` times as many weights.
@@ -27,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets.initializers import get_initializer
+from jaxnets.nn import conv_impl
 from jaxnets.nn._util import as_tuple, broadcast_last
 from jaxnets.nn.core import Layer, Shape, as_shape_dtype, param_dtype
 
@@ -162,10 +170,24 @@ class _Kernel(Windowed):
 @dataclasses.dataclass(frozen=True)
 class _ConvND(_Kernel):
     in_channels: int | None = None
+    impl: str = "auto"
+    flip_kernel: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        conv_impl.check_impl(type(self).__name__, self.impl, conv_impl.CONV_IMPLS)
 
     @property
     def default_name(self) -> str:
         return "conv"
+
+    def resolved_impl(self, in_channels: int, backend: str | None = None) -> str:
+        """The formulation this layer computes with for ``in_channels`` inputs on ``backend``
+        (default: JAX's default backend): ``impl``, or for ``"auto"`` the rule of
+        :func:`jaxnets.nn.conv_impl.auto_conv_impl`."""
+        if self.impl != "auto":
+            return self.impl
+        return conv_impl.auto_conv_impl(self.kernel_size, in_channels, self.features, backend or jax.default_backend())
 
     def init(self, key, x):
         spec = as_shape_dtype(x)
@@ -181,13 +203,12 @@ class _ConvND(_Kernel):
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_input(x.shape, params["w"].shape[-2])
         self._spatial_out(x.shape)
-        spatial = "HW"[2 - self.ndim:]
         dtype = jnp.result_type(x, params["w"])
-        y = lax.conv_general_dilated(
-            x.astype(dtype), params["w"].astype(dtype), window_strides=self.strides, padding=self.pads(x.shape),
-            rhs_dilation=self.dilation,
-            dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"),
-        )  # (batch, *out_spatial, features)
+        w = params["w"].astype(dtype)
+        if self.flip_kernel:  # true convolution: (a * b)_t = Σ_τ a_τ b_{t−τ}
+            w = jnp.flip(w, axis=tuple(range(self.ndim)))
+        y = conv_impl.conv(self.resolved_impl(x.shape[-1]), x.astype(dtype), w, self.strides, self.pads(x.shape),
+                           self.dilation)  # (batch, *out_spatial, features)
         if self.use_bias:
             y = y + broadcast_last(params["b"].astype(y.dtype), y.ndim)
         return y, state
@@ -199,12 +220,14 @@ class _ConvND(_Kernel):
 
 @dataclasses.dataclass(frozen=True)
 class Conv1D(_ConvND):
-    """1-D convolution (cross-correlation, as in every deep-learning library).
+    """1-D convolution (cross-correlation, as in every deep-learning library; ``flip_kernel=True``
+    for the notes' true convolution).
 
     x: (batch, width, in_channels) → y: (batch, out_width, features).
     params: ``w`` (kernel_size, in_channels, features), ``b`` (features,).
     ``Conv1D(8, 3, strides=2, padding="SAME", dilation=1)``; see the module docstring for the
-    padding forms and the output-size formula. ``in_channels`` is optional; when given it is checked.
+    padding forms, the output-size formula and ``impl``. ``in_channels`` is optional; when given it is
+    checked.
     """
 
     ndim = 1
@@ -212,12 +235,13 @@ class Conv1D(_ConvND):
 
 @dataclasses.dataclass(frozen=True)
 class Conv2D(_ConvND):
-    """2-D convolution (cross-correlation) over NHWC images.
+    """2-D convolution (cross-correlation; ``flip_kernel=True`` for the true convolution) over NHWC images.
 
     x: (batch, height, width, in_channels) → y: (batch, out_height, out_width, features).
     params: ``w`` (kernel_h, kernel_w, in_channels, features), ``b`` (features,).
-    ``Conv2D(6, 5, padding=2)``, ``Conv2D(16, (3, 3), strides=2, padding="SAME", dilation=2)``;
-    see the module docstring for the padding forms and the output-size formula.
+    ``Conv2D(6, 5, padding=2)``, ``Conv2D(16, (3, 3), strides=2, padding="SAME", dilation=2)``,
+    ``Conv2D(16, 3, impl="xla")``; see the module docstring for the padding forms, the output-size
+    formula and ``impl``.
     """
 
     ndim = 2

@@ -218,6 +218,21 @@ class Lambda(Layer):
         return self.fn(x), state
 
 
+def iter_layers(layer: Layer):
+    """``layer`` and every layer inside it, depth first: the fields of a layer that hold layers
+    (``Sequential``'s ``(name, layer)`` pairs, a residual block's body and shortcut, …)."""
+    yield layer
+    if not dataclasses.is_dataclass(layer):
+        return
+    for field in dataclasses.fields(layer):
+        value = getattr(layer, field.name)
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for item in items:
+            inner = item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Layer) else item
+            if isinstance(inner, Layer):
+                yield from iter_layers(inner)
+
+
 LayerSpec = Union[Layer, tuple[str, Layer]]
 
 

@@ -16,10 +16,12 @@ import dataclasses
 import math
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxnets.nn import conv_impl
 from jaxnets.nn._util import as_tuple, check_rank
 from jaxnets.nn.conv import Padding, Windowed, normalize_padding
 from jaxnets.nn.core import Layer
@@ -30,6 +32,7 @@ class _Pool(Windowed):
     window: int | Sequence[int]
     strides: int | Sequence[int] | None = None
     padding: Padding = "VALID"
+    impl: str = "auto"
 
     def __post_init__(self):
         name = type(self).__name__
@@ -37,6 +40,19 @@ class _Pool(Windowed):
         strides = self.window if self.strides is None else self.strides
         object.__setattr__(self, "strides", as_tuple(strides, self.ndim, "strides", name))
         object.__setattr__(self, "padding", normalize_padding(self.padding, self.ndim, name))
+        conv_impl.check_impl(name, self.impl, conv_impl.POOL_IMPLS)
+
+    def resolved_impl(self, input_shape, backend: str | None = None) -> str:
+        """``"reshape"`` or ``"reduce_window"``: ``impl``, or for ``"auto"`` the reshape where it
+        applies (non-overlapping, unpadded windows) on CPU, ``reduce_window`` otherwise. Asking for
+        ``"reshape"`` where it does not apply is a LayerError."""
+        reshapes = conv_impl.pool_reshapes(self.window, self.strides, self.pads(input_shape))
+        if self.impl == "reshape" and not reshapes:
+            raise self.error(f"impl='reshape' needs non-overlapping, unpadded windows (strides = window "
+                             f"{self.window}, no padding); got strides {self.strides}, padding {self.padding!r}")
+        if self.impl != "auto":
+            return self.impl
+        return "reshape" if reshapes and (backend or jax.default_backend()) == "cpu" else "reduce_window"
 
     @property
     def _window(self) -> tuple[int, ...]:
@@ -44,7 +60,9 @@ class _Pool(Windowed):
 
     def output_shape(self, input_shape):
         self._check_input(input_shape, None)
-        return (input_shape[0], *self._spatial_out(input_shape), input_shape[-1])
+        spatial = self._spatial_out(input_shape)
+        self.resolved_impl(input_shape)  # an impl that cannot pool this input is an error here too
+        return (input_shape[0], *spatial, input_shape[-1])
 
     def _reduce(self, x, init, op):
         """``op``-reduction of each window: (batch, *spatial, channels) → (batch, *out_spatial, channels).
@@ -63,6 +81,8 @@ class _MaxPool(_Pool):
 
     def apply(self, params, state, x, *, key=None, train=False):
         self.output_shape(x.shape)
+        if self.resolved_impl(x.shape) == "reshape":  # at ties the gradient is shared among the maxima
+            return conv_impl.reshape_pool(x, self.window, jnp.max), state
         lowest = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
         return self._reduce(x, np.asarray(lowest, x.dtype), lax.max), state
 
@@ -79,6 +99,8 @@ class _AvgPool(_Pool):
         self.output_shape(x.shape)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.float32)
+        if self.resolved_impl(x.shape) == "reshape":
+            return conv_impl.reshape_pool(x, self.window, jnp.mean), state
         total = self._reduce(x, np.zeros((), x.dtype), lax.add)
         padded = any(p != (0, 0) for p in self.pads(x.shape))
         if self.count_include_pad or not padded:

@@ -1,0 +1,188 @@
+"""How a convolution or a pooling is computed: the formulations a layer's ``impl`` field selects, and
+the rule behind ``impl="auto"``.
+
+Every formulation computes the same cross-correlation from the same params (so a layer's ``impl``
+never changes its params or its results beyond float rounding); only the arithmetic differs:
+
+* ``"xla"`` — ``lax.conv_general_dilated``: the platform's native convolution (cuDNN on NVIDIA GPUs).
+* ``"im2col"`` — one matmul of the input's patches (``kh·kw`` strided slices concatenated on the
+  channel axis) with the kernel reshaped to (kh·kw·in, features).
+* ``"toeplitz"`` — one matmul of strips of ``kh`` input rows with a banded (Toeplitz) weight matrix:
+  more multiply-adds than the direct convolution, in a matmul of a far better shape when there are
+  few input channels (LeNet's first layers).
+
+1-D convolutions run the 2-D formulations on an image of height 1.
+
+Why ``"auto"`` does not pick XLA's convolution on CPU: inside a loop (the ``lax.scan`` that compiles
+a whole epoch) XLA:CPU computes a convolution's *weight gradient* tens of times slower than outside
+one (measured in benchmarks/RESULTS.md: 20 weight gradients of a 3×3, 16→32 convolution on 100
+images of 28×28 take 0.2 s straight-line and 17.7 s in a scan), while im2col and Toeplitz are matmuls,
+as fast in a loop as outside. So on CPU ``"auto"`` is a matmul formulation chosen by the rule of
+:func:`auto_conv_impl`, measured with ``benchmarks/bench_conv_impls.py``; on GPU and TPU it is
+``"xla"``. Pooling: ``"reshape"`` (non-overlapping, unpadded windows as a reshape and a max or mean,
+faster than ``reduce_window`` on CPU) where it applies, else ``"reduce_window"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxnets._util import unknown
+
+CONV_IMPLS = ("auto", "xla", "im2col", "toeplitz")
+POOL_IMPLS = ("auto", "reduce_window", "reshape")
+Pads = Sequence[tuple[int, int]]
+
+
+def check_impl(owner: str, impl: str, known: Sequence[str]) -> None:
+    if impl not in known:
+        raise ValueError(f"{owner}: {unknown('impl', impl, known)}")
+
+
+def xla_conv(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads, dilation: Sequence[int]) -> jax.Array:
+    """Cross-correlation by ``lax.conv_general_dilated``. x: (batch, *spatial, in); w: (*window, in,
+    features) → (batch, *out_spatial, features), for 1 or 2 spatial axes."""
+    spatial = "HW"[2 - (x.ndim - 2):]
+    return lax.conv_general_dilated(x, w, window_strides=tuple(strides), padding=tuple(pads), rhs_dilation=tuple(dilation),
+                                    dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+
+
+def im2col_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads,
+                  dilation: Sequence[int]) -> jax.Array:
+    """2-D cross-correlation as one matmul over patches.
+
+    x: (batch, height, width, in_channels); w: (kh, kw, in_channels, features) →
+    (batch, out_h, out_w, features). The patches are ``kh·kw`` strided slices of the padded input
+    concatenated on the channel axis, in (i, j, channel) order, which is ``w.reshape(-1, features)``'s
+    row order. Its gradients are slices, pads and matmuls too (no convolution anywhere).
+    """
+    (sh, sw), (dh, dw) = strides, dilation
+    kh, kw, c, f = w.shape
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    n, h, wd, _ = x.shape
+    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (wd - (kw - 1) * dw - 1) // sw + 1
+    cols = [lax.slice(x, (0, i * dh, j * dw, 0), (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
+                      (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)  # (n, oh, ow, kh·kw·c)
+    y = patches.reshape(n * oh * ow, kh * kw * c) @ w.reshape(kh * kw * c, f)  # (n·oh·ow, f)
+    return y.reshape(n, oh, ow, f)
+
+
+def default_tile(out_width: int, kernel_width: int) -> int:
+    """The output-column tile :func:`toeplitz_conv2d` uses unless told: the largest divisor of
+    ``out_width`` that is at most ``kernel_width`` (measured best for LeNet's 5×5 layers, where it is
+    4 of 28 and 5 of 10; see benchmarks/RESULTS.md)."""
+    return max(t for t in range(1, min(out_width, kernel_width) + 1) if out_width % t == 0)
+
+
+def toeplitz_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads,
+                    dilation: Sequence[int], tile: int | None = None) -> jax.Array:
+    """2-D cross-correlation as one matmul of input strips with a banded (Toeplitz) weight matrix.
+
+    x: (batch, height, width, in_channels); w: (kh, kw, in_channels, features) →
+    (batch, out_h, out_w, features). The output is cut into strips of ``tile`` adjacent positions of
+    one row (``tile`` must divide out_w; default :func:`default_tile`). A strip's outputs, all
+    features, are the ``kh`` input rows under it, ``win = (tile − 1)·stride + (kw − 1)·dilation + 1``
+    columns wide, (kh · win · in_channels) values, times one matrix of shape
+    (kh · win · in_channels, tile · features) whose entry for input column ``a`` and output column ``b``
+    holds ``w[i, j]`` where ``a = b·stride + j·dilation``, and 0 elsewhere: banded, Toeplitz per
+    kernel row. That is ``win / kw`` times the multiply-adds of the direct convolution, but a matmul
+    of a far better shape than im2col's skinny (kh·kw·in_channels) × features one when channels are
+    few. ``tile = 1`` is im2col; ``tile = out_w`` a single Toeplitz matrix per row. The weight matrix
+    is an einsum of ``w`` with a constant 0/1 tensor, so its gradient is a matmul too.
+    """
+    (sh, sw), (dh, dw) = strides, dilation
+    kh, kw, c, f = w.shape
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    n, h, wd, _ = x.shape
+    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (wd - (kw - 1) * dw - 1) // sw + 1
+    tile = default_tile(ow, kw) if tile is None else tile
+    if tile < 1 or ow % tile:
+        raise ValueError(f"toeplitz_conv2d: tile must be a positive divisor of the output width {ow}, got {tile}")
+    win = (tile - 1) * sw + (kw - 1) * dw + 1
+    rows = jnp.stack([lax.slice(x, (0, i * dh, 0, 0), (n, i * dh + (oh - 1) * sh + 1, wd, c), (1, sh, 1, 1))
+                      for i in range(kh)], axis=2)  # (n, oh, kh, wd, c)
+    strips = jnp.stack([rows[:, :, :, s * tile * sw:s * tile * sw + win] for s in range(ow // tile)],
+                       axis=2)  # (n, oh, ow / tile, kh, win, c)
+    # taps[j, a, b] = 1 where a strip's input column a feeds its output column b through kernel column j.
+    taps = np.arange(win)[None, :, None] == np.arange(tile)[None, None, :] * sw + np.arange(kw)[:, None, None] * dw
+    toeplitz = jnp.einsum("jab,ijcf->iacbf", taps.astype(w.dtype), w).reshape(kh * win * c, tile * f)
+    y = strips.reshape(n * oh * (ow // tile), kh * win * c) @ toeplitz  # (n·oh·strips, tile·f)
+    return y.reshape(n, oh, ow, f)
+
+
+MATMUL_FORMULATIONS = {"im2col": im2col_conv2d, "toeplitz": toeplitz_conv2d}
+
+
+def conv(impl: str, x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads,
+         dilation: Sequence[int]) -> jax.Array:
+    """The cross-correlation of x: (batch, *spatial, in) with w: (*window, in, features) by the
+    resolved ``impl`` ("xla", "im2col", "toeplitz"), for 1 or 2 spatial axes."""
+    if impl == "xla":
+        return xla_conv(x, w, strides, pads, dilation)
+    formulation = MATMUL_FORMULATIONS[impl]
+    if x.ndim == 3:  # 1-D: an image of height 1
+        y = formulation(x[:, None], w[None], (1, *strides), ((0, 0), *pads), (1, *dilation))
+        return y[:, 0]
+    return formulation(x, w, strides, pads, dilation)
+
+
+_TRAINING_LOOP = contextvars.ContextVar("jaxnets_training_loop", default=False)
+
+
+@contextlib.contextmanager
+def training_loop() -> Iterator[None]:
+    """Marks the code traced inside it as the body of a compiled training loop (the scanned epoch of
+    :func:`jaxnets.train.make_epoch_fn` sets it while tracing its steps), where ``impl="auto"`` avoids
+    XLA:CPU's convolution. It changes how a convolution is computed, never what it computes."""
+    token = _TRAINING_LOOP.set(True)
+    try:
+        yield
+    finally:
+        _TRAINING_LOOP.reset(token)
+
+
+def in_training_loop() -> bool:
+    return _TRAINING_LOOP.get()
+
+
+def auto_conv_impl(kernel_size: Sequence[int], in_channels: int, features: int, backend: str,
+                   in_loop: bool | None = None) -> str:
+    """The formulation ``impl="auto"`` computes a convolution with on ``backend``.
+
+    GPU/TPU, and CPU outside a training loop: ``"xla"``, the native convolution. On CPU inside a
+    training loop (``in_loop``, default :func:`in_training_loop`), where XLA's convolution gradients
+    are slow, a matmul, by the rule measured with ``benchmarks/bench_conv_impls.py`` (table in
+    benchmarks/RESULTS.md): ``"toeplitz"`` for 2-D kernels over at most 3 input channels (im2col's
+    matmul is then too skinny: kh·kw·in rows), ``"im2col"`` otherwise.
+    """
+    in_loop = in_training_loop() if in_loop is None else in_loop
+    if backend != "cpu" or not in_loop:
+        return "xla"
+    if len(kernel_size) == 2 and in_channels <= 3:
+        return "toeplitz"
+    return "im2col"
+
+
+
+def pool_reshapes(window: Sequence[int], strides: Sequence[int], pads: Pads) -> bool:
+    """Whether a pooling can be a reshape: non-overlapping windows (strides = window), no padding."""
+    return tuple(strides) == tuple(window) and all(p == (0, 0) for p in pads)
+
+
+def reshape_pool(x: jax.Array, window: Sequence[int], reduce) -> jax.Array:
+    """Non-overlapping, unpadded pooling as a reshape and ``reduce`` (jnp.max or jnp.mean) over the
+    window axes; a remainder that fills no window is dropped, as VALID pooling does.
+    x: (batch, *spatial, channels) → (batch, *(spatial // window), channels)."""
+    n, *spatial, c = x.shape
+    out = [s // k for s, k in zip(spatial, window)]
+    x = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)), slice(None))]
+    shape = [n] + [d for o, k in zip(out, window) for d in (o, k)] + [c]  # (n, o1, k1, o2, k2, c)
+    return reduce(x.reshape(shape), axis=tuple(2 + 2 * i for i in range(len(window))))
