@@ -14,7 +14,11 @@ activation statistics.
 * **FLOPs** per example: 2 per connection for weighted layers (multiply + add) plus one per unit
   for a bias add; 1 per connection for pooling; 1 per unit for activations, 2 for dropout and
   batch norm (inference), 4·units for layer norm; attention adds 4·tokens²·dim for its two
-  products with the attention matrix.
+  products with the attention matrix;
+* **receptive field** — the input pixels (per spatial axis) one unit of the layer depends on:
+  a sliding window of kernel k, dilation d and stride s grows the field by (k − 1)·d times the
+  spacing of its input's units, and multiplies that spacing by s; a dense layer after a flatten,
+  global pooling and attention see the whole input ("all").
 
 The rules live in ``RULES``, keyed by layer class (subclasses use their parent's rule).
 Parameter-free layers that keep the number of units (activations, dropout, flatten) are folded
@@ -49,6 +53,7 @@ class SummaryRow(NamedTuple):
     weights: int
     biases: int
     flops: int | None
+    receptive_field: tuple[int, ...] | None = None  # input pixels per spatial axis; None: the whole input
 
 
 class Summary(list):
@@ -67,14 +72,18 @@ class Summary(list):
         known = lambda f: None if any(getattr(r, f) is None for r in self) else sum(getattr(r, f) for r in self)
         last = self[-1].output_shape if len(self) else ()
         return SummaryRow("total", "", last, known("units"), known("connections"),
-                          sum(r.weights for r in self), sum(r.biases for r in self), known("flops"))
+                          sum(r.weights for r in self), sum(r.biases for r in self), known("flops"),
+                          self[-1].receptive_field if len(self) else None)
 
     def table(self) -> str:
         """The rows and a total as a Markdown-compatible text table."""
-        head = ("layer", "type", "output shape", "units", "connections", "weights", "biases", "FLOPs")
+        head = ("layer", "type", "output shape", "units", "connections", "weights", "biases", "FLOPs",
+                "receptive field")
         fmt = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
         shape = lambda s: "-" if s is None else "×".join(map(str, s)) if s else "scalar"
-        body = [(r.name, r.type, shape(r.output_shape), *map(fmt, r[3:])) for r in [*self, self.total]]
+        field = lambda f: "all" if f is None else "×".join(map(str, f))
+        body = [(r.name, r.type, shape(r.output_shape), *map(fmt, r[3:8]), field(r.receptive_field))
+                for r in [*self, self.total]]
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
         line = lambda vals: "| " + " | ".join(v.rjust(w) if i >= 3 else v.ljust(w)
                                               for i, (v, w) in enumerate(zip(vals, widths))) + " |"
@@ -197,36 +206,84 @@ def _children(layer) -> list[tuple[str, Layer]] | None:
     return list(sub()) if callable(sub) else None
 
 
-def _residual_rows(layer, name: str, in_shape: tuple, params, fold: bool) -> list[SummaryRow]:
+# A receptive field: per spatial axis (size in input pixels, spacing of the units in input pixels);
+# None once a unit sees the whole input.
+Field = tuple[tuple[int, int], ...] | None
+
+
+def _next_field(layer, field: Field, in_shape: tuple) -> Field:
+    """The receptive field of ``layer``'s units given that of its inputs' (in_shape with batch axis)."""
+    if field is None:
+        return None
+    if isinstance(layer, (nn.Flatten, nn.GlobalAvgPool, nn.MultiHeadAttention)):
+        return None
+    if isinstance(layer, nn.Dense):
+        return None if len(in_shape) == 2 else field
+    if isinstance(layer, nn.PatchEmbedding):
+        return tuple((p, p) for p in layer.patch_size)
+    window = getattr(layer, "kernel_size", None) or getattr(layer, "window", None)
+    if window is not None and len(window) == len(field):
+        dilation = getattr(layer, "dilation", (1,) * len(window))
+        return tuple((size + (k - 1) * d * jump, jump * s)
+                     for (size, jump), k, d, s in zip(field, window, dilation, layer.strides))
+    return field
+
+
+def _sizes(field: Field) -> tuple[int, ...] | None:
+    return None if field is None else tuple(size for size, _ in field)
+
+
+def _residual_rows(layer, name: str, in_shape: tuple, params, fold: bool, field: Field):
     """A residual block: its body's rows, its shortcut's (a projection), and the sum (+ activation),
     whose units each have two inputs (body and shortcut)."""
-    rows = _rows(layer.body, f"{name}/body", in_shape, params.get("body", {}), fold)
+    rows, body_field = _rows(layer.body, f"{name}/body", in_shape, params.get("body", {}), fold, field)
     shortcut = layer.shortcut_layer(in_shape)
     if shortcut is not None:
-        rows += _rows(shortcut, f"{name}/shortcut", in_shape, params.get("shortcut", {}), fold)
+        rows += _rows(shortcut, f"{name}/shortcut", in_shape, params.get("shortcut", {}), fold, field)[0]
     out = tuple(layer.output_shape(in_shape))[1:]
     units = math.prod(out)
     label = "add" + (f"+{layer.activation}" if layer.activation else "")
-    return rows + [SummaryRow(f"{name}/add", label, out, units, 2 * units, 0, 0, units * (2 if layer.activation else 1))]
+    return rows + [SummaryRow(f"{name}/add", label, out, units, 2 * units, 0, 0, units * (2 if layer.activation else 1),
+                              _sizes(body_field))], body_field
 
 
-def _rows(layer, name: str, in_shape: tuple, params, fold: bool) -> list[SummaryRow]:
-    if _optional("ResidualBlock") is not None and isinstance(layer, nn.ResidualBlock):
-        return _residual_rows(layer, name, in_shape, params, fold)
+def _concatenate_rows(layer, name: str, in_shape: tuple, params, fold: bool, field: Field):
+    """Branches over the same input: each branch's rows, then the concatenation (no arithmetic)."""
+    rows, fields = [], []
+    for branch_name, branch in layer.branches:
+        branch_rows, branch_field = _rows(branch, f"{name}/{branch_name}" if name else branch_name, in_shape,
+                                          params.get(branch_name, {}), fold, field)
+        rows += branch_rows
+        fields.append(branch_field)
+    widest = None if any(f is None for f in fields) else max(fields, key=lambda f: math.prod(_sizes(f)))
+    out = tuple(layer.output_shape(in_shape))[1:]
+    units = math.prod(out)  # each a copy of one branch output: one connection, no arithmetic
+    return rows + [SummaryRow(f"{name}/concat" if name else "concat", "concatenate", out, units, units, 0, 0, 0,
+                              _sizes(widest))], widest
+
+
+def _rows(layer, name: str, in_shape: tuple, params, fold: bool, field: Field):
+    """``(rows, receptive field of the layer's outputs)`` for ``layer`` on inputs of ``in_shape``."""
+    if isinstance(layer, nn.ResidualBlock):
+        return _residual_rows(layer, name, in_shape, params, fold, field)
+    if isinstance(layer, nn.Concatenate):
+        return _concatenate_rows(layer, name, in_shape, params, fold, field)
     children = _children(layer)
     if children is not None and _rule(layer) is None:
         rows, shape = [], in_shape
         for child_name, child in children:
             path = f"{name}/{child_name}" if name else child_name
-            rows += _rows(child, path, shape, params.get(child_name, {}), fold)
+            child_rows, field = _rows(child, path, shape, params.get(child_name, {}), fold, field)
+            rows += child_rows
             shape = tuple(child.output_shape(shape))
-        return rows
+        return rows, field
     out_shape = tuple(layer.output_shape(in_shape))
     rule = _rule(layer)
     connections, flops = rule(layer, in_shape[1:], out_shape[1:], params) if rule else (None, None)
     weights, biases = count_params(params)
+    field = _next_field(layer, field, in_shape)
     return [SummaryRow(name or type(layer).__name__, type(layer).__name__, out_shape[1:], math.prod(out_shape[1:]),
-                       connections, weights, biases, flops)]
+                       connections, weights, biases, flops, _sizes(field))], field
 
 
 def _fold(rows: list[SummaryRow], layers_by_name: dict[str, Any]) -> list[SummaryRow]:
@@ -245,8 +302,11 @@ def _fold(rows: list[SummaryRow], layers_by_name: dict[str, Any]) -> list[Summar
 
 def _all_layers(layer, name: str = "") -> dict[str, Any]:
     found = {name or type(layer).__name__: layer}
-    if _optional("ResidualBlock") is not None and isinstance(layer, nn.ResidualBlock):
+    if isinstance(layer, nn.ResidualBlock):
         found.update(_all_layers(layer.body, f"{name}/body"))
+    if isinstance(layer, nn.Concatenate):
+        for branch_name, branch in layer.branches:
+            found.update(_all_layers(branch, f"{name}/{branch_name}" if name else branch_name))
     for child_name, child in _children(layer) or []:
         found.update(_all_layers(child, f"{name}/{child_name}" if name else child_name))
     return found
@@ -263,7 +323,8 @@ def summary(model, input_shape: Sequence[int], *, fold: bool = True, print_table
         result = Summary(model.summary_rows(tuple(input_shape)))
     else:
         params, _ = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), shape))
-        rows = _rows(model, "", shape, params, fold)
+        field = tuple((1, 1) for _ in shape[1:-1]) if len(shape) > 2 else None
+        rows, _ = _rows(model, "", shape, params, fold, field)
         result = Summary(_fold(rows, _all_layers(model)) if fold else rows)
     if print_table:
         print(result.table())

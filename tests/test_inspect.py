@@ -77,3 +77,25 @@ def test_gradient_norms_and_activation_statistics(key):
     hidden = np.maximum(np.asarray(x) @ np.asarray(params["dense1"]["w"]) + np.asarray(params["dense1"]["b"]), 0)
     np.testing.assert_allclose(stats["relu1"]["zeros"], np.mean(hidden == 0))
     np.testing.assert_allclose(stats["relu1"]["mean"], hidden.mean(), rtol=1e-5)
+
+
+def test_receptive_fields_of_lenet_by_hand():
+    """C1 5×5; S2 adds (2 − 1)·1 → 6×6 and spaces units 2 apart; C3 adds (5 − 1)·2 → 14×14; S4 adds
+    (2 − 1)·2 → 16×16; the dense layers after the flatten see the whole 32×32 input."""
+    rows = inspect.summary(models.lenet5("1998"), (32, 32, 1), print_table=False)
+    assert [rows[n].receptive_field for n in ("C1", "S2", "C3", "S4")] == [(5, 5), (6, 6), (14, 14), (16, 16)]
+    assert rows["F5"].receptive_field is None and "receptive field" in rows.table() and " all |" in rows.table()
+    strided = inspect.summary(nn.Sequential([nn.Conv1D(2, 3, strides=2, dilation=2), nn.Conv1D(2, 3)]), (20, 1),
+                              print_table=False)
+    # (3 − 1)·2 + 1 = 5, then + (3 − 1)·2 (units now 2 apart) = 9
+    assert [r.receptive_field for r in strided] == [(5,), (9,)]
+
+
+def test_concatenated_branches_each_start_from_the_same_input():
+    model = nn.Sequential([nn.Conv2D(4, 3), nn.inception(2, 2, 3, 1, 2, 2)])
+    rows = inspect.summary(model, (9, 9, 1), print_table=False)
+    assert rows["inception1/branch3x3/conv2"].output_shape == (7, 7, 3)
+    assert rows["inception1/branch5x5/conv2"].receptive_field == (7, 7)  # 3 + (5 − 1)
+    assert rows["inception1/concat"].output_shape == (7, 7, 2 + 3 + 2 + 2) and rows["inception1/concat"].weights == 0
+    params, _ = model.init(jax.random.PRNGKey(0), (1, 9, 9, 1))
+    assert rows.total.weights == inspect.count_params(params)[0]

@@ -22,3 +22,5 @@ from jaxnets.nn.norm import LayerNorm as LayerNorm
 from jaxnets.nn.attention import MultiHeadAttention as MultiHeadAttention
 from jaxnets.nn.attention import PatchEmbedding as PatchEmbedding
 from jaxnets.nn.residual import ResidualBlock as ResidualBlock
+from jaxnets.nn.inception import Concatenate as Concatenate
+from jaxnets.nn.inception import inception as inception

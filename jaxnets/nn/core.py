@@ -236,7 +236,8 @@ def iter_layers(layer: Layer):
 LayerSpec = Union[Layer, tuple[str, Layer]]
 
 
-def _name_layers(layers: Iterable[LayerSpec] | dict[str, Layer]) -> tuple[tuple[str, Layer], ...]:
+def name_layers(layers: Iterable[LayerSpec] | dict[str, Layer]) -> tuple[tuple[str, Layer], ...]:
+    """``(name, layer)`` pairs: given names kept, others its type's stem and a counter; duplicates refused."""
     items = list(layers.items()) if isinstance(layers, dict) else list(layers)
     named, counts = [], {}
     for item in items:
@@ -269,7 +270,7 @@ class Sequential(Layer):
     name: str
 
     def __init__(self, layers: Iterable[LayerSpec] | dict[str, Layer], name: str = "sequential"):
-        object.__setattr__(self, "layers", _name_layers(layers))
+        object.__setattr__(self, "layers", name_layers(layers))
         object.__setattr__(self, "name", name)
 
     @property
