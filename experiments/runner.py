@@ -31,6 +31,7 @@ EXPERIMENTS: dict[str, str] = {
     "gradcheck": "experiments.gradcheck",
     "activations": "experiments.activations",
     "expressive_power": "experiments.expressive_power",
+    "cnn_lessons": "experiments.cnn_lessons",
 }
 ALL = "all"
 

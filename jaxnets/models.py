@@ -192,6 +192,24 @@ def resnet(num_classes: int = 10, widths: Sequence[int] = (16, 32, 64), blocks: 
     return Sequential(layers, name="resnet")
 
 
+def inception_net(num_classes: int = 10, widths: Sequence[int] = (32, 64, 96), impl: str = "auto") -> Sequential:
+    """A small GoogLeNet-style network for (batch, 28, 28, channels) images, "no fully connected layers,
+    convolutions broken down into smaller ones" (Szegedy et al. 2014): a 3×3 stem of ``widths[0]`` with
+    ReLU and a 2×2 max-pool (→ 14×14); two Inception modules (:func:`jaxnets.nn.inception`, 1×1
+    reductions before the 3×3 and 5×5 branches); a 2×2 max-pool (→ 7×7); one more module; global
+    average pooling; dense ``num_classes``. → (batch, num_classes) logits."""
+    stem, mid, top = widths
+
+    def module(out: int, name: str):  # out channels split 1×1 : 3×3 : 5×5 : pool ≈ 1/4 : 1/2 : 1/8 : 1/8
+        return nn.inception(out // 4, out // 4, out // 2, out // 16, out // 8, out // 8, impl=impl, name=name)
+
+    layers = [("stem", nn.Conv2D(stem, 3, padding="SAME", w_init="he_normal", impl=impl)), ("stem_relu", Activation("relu")),
+              ("pool1", nn.MaxPool2D(2)), ("inception1", module(mid, "inception1")),
+              ("inception2", module(mid, "inception2")), ("pool2", nn.MaxPool2D(2)),
+              ("inception3", module(top, "inception3")), ("pool", nn.GlobalAvgPool()), ("output", Dense(num_classes))]
+    return Sequential(layers, name="inception_net")
+
+
 def class_token(x: jax.Array) -> jax.Array:
     """The first token of each sequence: (batch, tokens, dim) → (batch, dim)."""
     return x[:, 0]
