@@ -44,7 +44,7 @@ SUMMARY_SCHEMA = {
                 "grad_norm_per_layer_init": _NUMS, "grad_norm_per_layer_final": _NUMS,
                 "dead_fraction_per_layer_final": _NUMS, "saturated_fraction_per_layer_final": _NUMS}}},
         "failed_runs": {"type": "array", "items": {"type": "object", "required": ["name", "error"]}},
-        "claims": {"type": "array", "items": {"type": "object", "required": ["claim", "held", "evidence"],
+        "claims": {"type": "array", "items": {"type": "object", "required": ["claim", "source", "held", "evidence"],
                                               "properties": {"held": {"type": ["boolean", "null"]},
                                                              "evidence": {"type": "string"}}}},
     },
@@ -66,9 +66,10 @@ def evaluate_claims(summary: dict) -> list[dict]:
     epochs = summary["config"]["epochs"]
     claims = []
 
-    def add(claim, verdicts, evidence):
+    def add(claim, verdicts, evidence, deck="S1", slide="Non-linearities"):
         verdicts = [v for v in verdicts if v is not None]
-        claims.append({"claim": claim, "held": all(verdicts) if verdicts else None, "evidence": "; ".join(evidence) or "no data"})
+        claims.append(common.claim(claim, deck, slide, all(verdicts) if verdicts else None,
+                                   "; ".join(evidence) or "no data"))
 
     verdicts, evidence = [], []
     for d in depths:
@@ -80,7 +81,7 @@ def evaluate_claims(summary: dict) -> list[dict]:
             fmt = lambda e: f"> {epochs}" if e is None else f"{e:.1f}"
             evidence.append(f"depth {d}: ReLU {fmt(e_relu)} vs tanh {fmt(e_tanh)} epochs{ratio}")
     add(f"ReLU reaches {summary['target_train_error']:.0%} training error in fewer epochs than tanh "
-        "(Krizhevsky et al.: 6× fewer)", verdicts, evidence)
+        "(Krizhevsky et al.: 6× fewer)", verdicts, evidence, slide="Non-linearities: Rectified Linear (ReLU)")
 
     verdicts, evidence = [], []
     for d in depths:
@@ -88,7 +89,8 @@ def evaluate_claims(summary: dict) -> list[dict]:
         if sig and relu and sig["test_accuracy_mean"] is not None and relu["test_accuracy_mean"] is not None:
             verdicts.append(relu["test_accuracy_mean"] > sig["test_accuracy_mean"])
             evidence.append(f"depth {d}: ReLU {_acc(relu)} vs sigmoid {_acc(sig)}")
-    add("ReLU is better than sigmoid (test accuracy, every depth)", verdicts, evidence)
+    add("ReLU is better than sigmoid (test accuracy, every depth)", verdicts, evidence, deck="S0",
+        slide="Nonlinear activation function")
 
     deepest = depths[-1] if depths else None
     sig, relu = _get(runs, "sigmoid", deepest), _get(runs, "relu", deepest)
@@ -96,14 +98,15 @@ def evaluate_claims(summary: dict) -> list[dict]:
               for name, r in (("sigmoid", sig), ("ReLU", relu)) if r and r["grad_norm_per_layer_init"]}
     add(f"sigmoid gradients vanish in deep nets (first-layer gradient norm < 1/10 of the output layer's at "
         f"initialisation, depth {deepest})", [ratios["sigmoid"] < 0.1 if "sigmoid" in ratios else None],
-        [f"{k}: first/output = {v:.2g}" for k, v in ratios.items()])
+        [f"{k}: first/output = {v:.2g}" for k, v in ratios.items()], slide="Non-linearities: Sigmoid")
 
     saturated = {a: np.mean(r["saturated_fraction_per_layer_final"]) for a in ("sigmoid", "tanh", "elu", "softplus")
                  if (r := _get(runs, a, deepest)) and r["saturated_fraction_per_layer_final"]}
     add(f"sigmoid units saturate (≥ 10 % of unit-example pairs with f' < 10 % of its maximum after training, depth "
         f"{deepest})", [saturated["sigmoid"] >= 0.1 if "sigmoid" in saturated else None],
         [f"{a}: {v:.1%}" for a, v in saturated.items()]
-        + ["(σ' ≤ ¼ everywhere, so a deep sigmoid net's gradient shrinks ≈ 4× per layer even without saturation)"])
+        + ["(σ' ≤ ¼ everywhere, so a deep sigmoid net's gradient shrinks ≈ 4× per layer even without saturation)"],
+        slide="Non-linearities: Sigmoid")
 
     verdicts, evidence = [], []
     for d in depths:
@@ -114,12 +117,13 @@ def evaluate_claims(summary: dict) -> list[dict]:
             verdicts.append(diff > 0)
             evidence.append(f"depth {d}: ELU {_acc(elu)} vs ReLU {_acc(relu)}"
                             + (" (within one std)" if abs(diff) <= spread else ""))
-    add("ELU is better than ReLU (test accuracy, every depth)", verdicts, evidence)
+    add("ELU is better than ReLU (test accuracy, every depth)", verdicts, evidence, deck="S0", slide="Nonlinear activation function")
 
     dead = {d: np.mean(r["dead_fraction_per_layer_final"]) for d in depths
             if (r := _get(runs, "relu", d)) and r["dead_fraction_per_layer_final"]}
     add("ReLU units can die (> 1 % of hidden units never active on the probe batch after training)",
-        [max(dead.values()) > 0.01 if dead else None], [f"depth {d}: {v:.1%}" for d, v in dead.items()])
+        [max(dead.values()) > 0.01 if dead else None], [f"depth {d}: {v:.1%}" for d, v in dead.items()],
+        slide="Non-linearities: Rectified Linear (ReLU)")
     return claims
 
 
@@ -231,7 +235,6 @@ def write_outputs(out: Path, summary: dict, records: list[dict], config: Config)
     write_csvs(out, records)
     plots = write_plots(out, records, summary)
     summary["claims"] = evaluate_claims(summary)
-    verdict = {True: "**held**", False: "**did not hold**", None: "not tested"}
     text = [f"# Activation study on {summary['dataset']}{' (quick mode)' if config.quick else ''}", "",
             f"MLPs of width {config.width} with {', '.join(config.activations)} at depths "
             f"{', '.join(map(str, config.depths))}; {config.seeds} seeds per run trained together in one compiled "
@@ -239,7 +242,7 @@ def write_outputs(out: Path, summary: dict, records: list[dict], config: Config)
             f"on {config.train_size} training images; initialisers: {', '.join(config.inits)}. Target training error "
             f"for the speed comparison: {config.target_train_error:.0%}. Run time {summary['seconds'] / 60:.1f} min.", "",
             "## What the lecture notes claim, and what we found", ""]
-    text += [f"- {c['claim']}: {verdict[c['held']]} — {c['evidence']}." for c in summary["claims"]]
+    text += [common.claims_markdown(summary["claims"])]
     text += ["", "## Numbers (mean ± std over seeds)", "", common.markdown_table(
         ["activation", "depth", "init", "test accuracy", "epochs → target", "s → target (per seed)",
          "‖∇W₁‖/‖∇W_out‖ at init", "dead units", "saturated"],

@@ -57,3 +57,11 @@ def test_eps_sweep_has_its_minimum_inside_the_range(summary):
     errors = [r["rel_error"] for r in f64]
     best = min(range(len(errors)), key=errors.__getitem__)
     assert f64[best]["eps"] in (1e-5, 1e-7) and errors[0] > 100 * errors[best] and errors[-1] > 100 * errors[best]
+
+
+def test_quick_mode_leaves_the_timing_claims_unjudged_and_every_claim_names_its_source(summary):
+    _, result = summary
+    timing = [c for c in result["claims"] if "cost" in c["claim"]]
+    assert timing and all(c["held"] is None for c in timing)  # the full run's sizes are needed to judge them
+    assert all(c["source"] for c in result["claims"])
+    assert any("Toronto" in c["source"] or "Fergus" in c["source"] for c in result["claims"])
