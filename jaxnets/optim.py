@@ -27,6 +27,7 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "momentum": lambda learning_rate, momentum=0.9: optax.sgd(learning_rate, momentum=momentum),
     "nesterov": lambda learning_rate, momentum=0.9: optax.sgd(learning_rate, momentum=momentum, nesterov=True),
     "adagrad": optax.adagrad,
+    "adadelta": optax.adadelta,
     "rmsprop": optax.rmsprop,
     "adam": optax.adam,
     "adamw": optax.adamw,
@@ -37,7 +38,8 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 def optimizer(name: str, learning_rate: float | Schedule, **options) -> optax.GradientTransformation:
     """The Optax optimizer called ``name`` with its learning rate (a float or a schedule) made
     an injectable hyper-parameter. ``options`` go to the Optax constructor (e.g. ``b1``,
-    ``momentum``, ``weight_decay``). ``momentum`` and ``nesterov`` are SGD with momentum 0.9.
+    ``momentum``, ``weight_decay``, ``rho``). ``momentum`` and ``nesterov`` are SGD with momentum 0.9;
+    ``adadelta`` (Zeiler 2012) keeps Optax's learning-rate factor (1.0 gives the paper's update).
     """
     if name not in OPTIMIZERS:
         raise unknown("optimizer", name, sorted(OPTIMIZERS))

@@ -65,3 +65,17 @@ def test_bad_input_is_rejected_with_the_function_name(key):
         augment.random_flip(key, np.zeros((2, 6, 5)))
     with pytest.raises(ValueError, match="shift must be a non-negative int, got -1"):
         augment.random_shift(key, _images(), -1)
+
+
+def test_gaussian_noise_has_the_asked_spread_and_is_fixed_by_the_key(key):
+    x = np.zeros((2000, 3), np.float32)
+    noisy = np.asarray(augment.gaussian_noise(key, x, 0.5))
+    assert abs(noisy.std() - 0.5) < 0.02 and abs(noisy.mean()) < 0.02
+    np.testing.assert_array_equal(noisy, augment.gaussian_noise(key, x, 0.5))
+    assert not np.array_equal(noisy, augment.gaussian_noise(jax.random.PRNGKey(9), x, 0.5))
+    np.testing.assert_array_equal(augment.gaussian_noise(key, x, 0.0), x)
+    with pytest.raises(ValueError, match="std must be >= 0"):
+        augment.gaussian_noise(key, x, -1.0)
+    images = _images()  # noise after shifts and flips, in augment()
+    out = np.asarray(augment.augment(key, images, noise=0.1))
+    assert 0.05 < float(np.std(out - images)) < 0.15

@@ -14,7 +14,7 @@ from jaxnets import optim
 TARGET = jnp.array([1.0, -2.0, 3.0])
 
 # learning rates chosen per method (adagrad/rmsprop/adam move ~lr per step)
-RATES = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.5, "rmsprop": 0.02,
+RATES = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.5, "adadelta": 1.0, "rmsprop": 0.02,
          "adam": 0.05, "adamw": 0.05, "lamb": 0.02}
 
 
@@ -47,7 +47,8 @@ def test_optimizer_converges_on_quadratic_without_recompiling(name):
 
 
 def test_unknown_optimizer_and_schedule_list_known_names():
-    with pytest.raises(ValueError, match="known optimizers: adagrad, adam, adamw, lamb, momentum, nesterov, rmsprop, sgd"):
+    with pytest.raises(ValueError, match="known optimizers: adadelta, adagrad, adam, adamw, lamb, momentum, nesterov, "
+                                         "rmsprop, sgd"):
         optim.optimizer("adamax", 0.1)
     with pytest.raises(ValueError, match="known schedules: constant, cosine, exponential, step, warmup"):
         optim.schedule("onecycle", 0.1)
