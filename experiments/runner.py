@@ -32,6 +32,10 @@ EXPERIMENTS: dict[str, str] = {
     "activations": "experiments.activations",
     "expressive_power": "experiments.expressive_power",
     "cnn_lessons": "experiments.cnn_lessons",
+    "optimizers": "experiments.optimizers",
+    "regularization": "experiments.regularization",
+    "depth": "experiments.depth",
+    "transfer": "experiments.transfer",
 }
 ALL = "all"
 

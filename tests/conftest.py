@@ -122,11 +122,16 @@ def assert_layer_gradients_match(layer, in_shape, *, train: bool = False) -> Non
 def quick_results(tmp_path_factory):
     """``python -m experiments all --quick`` run once per test session, in a fresh process (what CI asks
     for); tests of the experiments and the notebooks read its outputs instead of recomputing them.
-    Returns ``(results directory, completed process)``."""
+    Returns ``(results directory, completed process)``. With ``JAXNETS_REUSE_RESULTS=DIR`` the results
+    already in DIR are read instead (for iterating on one experiment's tests; CI never sets it)."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
+    reuse = os.environ.get("JAXNETS_REUSE_RESULTS")  # a developer's shortcut: results of an earlier `all --quick`
+    if reuse:
+        return Path(reuse), subprocess.CompletedProcess([], 0, "", "")
     out = tmp_path_factory.mktemp("results")
     root = Path(__file__).resolve().parent.parent
     run = subprocess.run([sys.executable, "-m", "experiments", "all", "--quick", "--out", str(out)],
