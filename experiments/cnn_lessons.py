@@ -148,14 +148,6 @@ def examples_study() -> dict:
 # ------------------------------------------------------------------------------------------ data
 
 
-def load(config: Config) -> data.Dataset:
-    if config.dataset:
-        return data.load_dataset(config.dataset)
-    dataset, message = data.load_default()
-    print(message)
-    return dataset
-
-
 def lenet_inputs(images: np.ndarray) -> np.ndarray:
     """LeNet's 1998 input: padded to 32×32 with background, pixels scaled so that the background
     (white paper, 0 here) is −0.1 and full ink (black, 1) is 1.175. (N, 28, 28, 1) → (N, 32, 32, 1)."""
@@ -163,12 +155,6 @@ def lenet_inputs(images: np.ndarray) -> np.ndarray:
     pad_h, pad_w = (32 - h) // 2, (32 - w) // 2
     padded = np.pad(images, ((0, 0), (pad_h, 32 - h - pad_h), (pad_w, 32 - w - pad_w), (0, 0)))
     return (WHITE + padded * (BLACK - WHITE)).astype(np.float32)
-
-
-def split(x, y, n, validation=0.1, seed=0):
-    order = np.random.default_rng(seed).permutation(len(x))[:n or len(x)]
-    n_val = max(int(len(order) * validation), 1)
-    return x[order[n_val:]], y[order[n_val:]], x[order[:n_val]], y[order[:n_val]]
 
 
 # ------------------------------------------------------------------------------------------- LeNet
@@ -183,7 +169,7 @@ def lenet_study(config: Config, dataset: data.Dataset, settings: dict) -> dict:
     for name, model, x_all, x_test in (
             ("lenet1998", models.lenet5("1998"), scaled, lenet_inputs(dataset.x_test)),
             ("modern", models.lenet5("modern"), dataset.x_train, dataset.x_test)):
-        x, y, xv, yv = split(x_all, dataset.y_train, settings["lenet_train"], seed=config.seed)
+        x, y, xv, yv = common.subset_split(x_all, dataset.y_train, settings["lenet_train"], seed=config.seed)
         params, state = model.init(jax.random.PRNGKey(config.seed), x[:1])
         started = time.perf_counter()
         result = jn.fit(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-3),
@@ -269,7 +255,7 @@ def plain_cnn() -> nn.Sequential:
 def inception_study(config: Config, dataset: data.Dataset, settings: dict) -> tuple[dict, np.ndarray]:
     """The Inception network and the plain CNN, same optimiser, epochs and split; returns their numbers
     and the plain CNN's first-layer filters."""
-    x, y, xv, yv = split(dataset.x_train, dataset.y_train, settings["inception_train"], seed=config.seed)
+    x, y, xv, yv = common.subset_split(dataset.x_train, dataset.y_train, settings["inception_train"], seed=config.seed)
     out = {}
     for name, model in (("inception", models.inception_net(widths=(24, 48, 64))), ("plain", plain_cnn())):
         params, state = model.init(jax.random.PRNGKey(config.seed), x[:1])
@@ -422,7 +408,7 @@ def run(config: Config) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = config.resolved()
-    dataset = load(config)
+    dataset = common.load_dataset(config.dataset)
     print(f"cnn lessons on {dataset.name} ({'quick' if config.quick else 'full'})", flush=True)
     rows = inspect.summary(models.lenet5("1998"), (32, 32, 1), print_table=False)
     fields = {name: (None if rows[name].receptive_field is None else list(rows[name].receptive_field))

@@ -21,6 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
+from jaxnets import data
 from jaxnets._util import to_json
 
 SUMMARY = "summary.json"
@@ -180,6 +183,27 @@ class RunStore:
     def checkpoint_dir(self, name: str) -> Path:
         """Where run ``name`` checkpoints its epochs while it is unfinished."""
         return self.out / "checkpoints" / self.key / name
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def load_dataset(name: str | None) -> data.Dataset:
+    """The dataset called ``name``, or the default one (Fashion-MNIST when installed, else the digits,
+    saying which) when ``name`` is None."""
+    if name is not None:
+        return data.load_dataset(name)
+    dataset, message = data.load_default()
+    print(message)
+    return dataset
+
+
+def subset_split(x, y, n: int | None, validation: float = 0.1, seed: int = 0):
+    """A random subset of ``n`` examples (all when ``n`` is None or 0), split into training and validation
+    parts: ``(x_train, y_train, x_val, y_val)`` with ``max(int(n·validation), 1)`` validation examples."""
+    order = np.random.default_rng(seed).permutation(len(x))[:n or len(x)]
+    n_val = max(int(len(order) * validation), 1)
+    return x[order[n_val:]], y[order[n_val:]], x[order[:n_val]], y[order[:n_val]]
 
 
 # --------------------------------------------------------------------------------- the notes' claims

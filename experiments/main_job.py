@@ -44,17 +44,9 @@ class Config:
     seed: int = 0
 
 
-def load(config: Config) -> data.Dataset:
-    if config.dataset is not None:
-        return data.load_dataset(config.dataset)
-    dataset, message = data.load_default()
-    print(message)
-    return dataset
-
-
 def run(config: Config) -> dict:
     """Trains the MLP, writes its outputs and prints ``dataset=<name> test_accuracy=<x>``."""
-    dataset = load(config)
+    dataset = common.load_dataset(config.dataset)
     key = jax.random.PRNGKey(config.seed)
     split_key, init_key, fit_key = jax.random.split(key, 3)
     x_train, y_train, x_val, y_val = data.train_validation_split(
