@@ -6,7 +6,6 @@ the full run's."""
 import json
 from types import SimpleNamespace
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
