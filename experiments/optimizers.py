@@ -23,8 +23,16 @@ Tests the notes' claims about training with numbers and pictures:
 Learning rates, the best epoch and every choice are made on a validation split of the training set;
 test accuracy is reported for the chosen runs only.
 
-Command: ``python -m experiments optimizers`` (full) or ``--quick`` (CI). Run time on the 2-core CPU:
-see the README's lessons table (measured with the rest of ``experiments all``).
+Command: ``python -m experiments optimizers`` (full: 18,000 training images, 3 seeds) or ``--quick`` (CI:
+4,500 images, 5 epochs). Run time on the 2-core CPU (AMD EPYC, 2026-12-01): quick 2 min 13 s wall, full
+5 min 54 s wall (9.5 min of CPU). Expected result (full run): 12 of the 15 claims held. Every optimizer's
+failing rates lie above its working ones; AdaGrad, RMSProp and Adam (and momentum) reach a lower training
+loss than SGD; AdaGrad's rate decays and its progress stalls; the bowl shows the zig-zag just below 2/b and
+momentum's speed-up; annealing and the notes' recipe match or beat the best constant rate; the batch
+claims hold. Not held: among the rates that train, validation accuracy spreads over less than 5 points
+for SGD, momentum, Nesterov and Adam (1.8–2.4); SGD with batch 1 ends no lower with a decaying rate
+(0.3190 vs 0.3136); the linear scaling rule does not beat the unscaled rate at batch 1,024 clearly. Quick
+mode gives the full verdict on 11 claims and leaves the four about long training unjudged.
 
 Outputs in ``results/optimizers/``: summary.json, curves.png, lr_sweep.png, bowl.png, adagrad.png,
 annealing.png, batch_size.png, scaling.png, report.md.
@@ -68,6 +76,7 @@ GRIDS: dict[str, tuple[float, ...]] = {
 }
 SGD_FAMILY = ("sgd", "momentum", "nesterov")
 ADAPTIVE = ("adagrad", "rmsprop", "adam")
+PROBE_EPOCHS = 5  # "the training loss decreases": it falls at every one of the first 5 epochs
 OUTPUT_LAYER = "dense2"  # the MLP's output layer (models.mlp names its layers dense1 … denseL)
 BATCH = 64  # the mini-batch of the grid, annealing and the base of the scaling rule
 BOWL_CURVATURES = (1.0, 100.0)  # f(w) = ½(a·w₁² + b·w₂²): condition number 100, axes 10 : 1
@@ -142,10 +151,12 @@ def final(history: dict, key: str) -> np.ndarray:
 
 
 def decreased(result, initial_loss: np.ndarray) -> np.ndarray:
-    """Per run: whether its training loss decreases — stays finite, falls from every epoch to the next (the
-    mean over each epoch's batches) and ends below the loss of the initial weights. (runs,) bool."""
+    """Per run: whether its training loss decreases — stays finite, falls from each of the first
+    PROBE_EPOCHS epochs to the next (the mean over each epoch's batches: a short probe, the same in quick and
+    full mode) and ends below the loss of the initial weights. (runs,) bool."""
     losses = np.asarray(result.history["train_loss"], np.float64)  # (epochs, runs)
-    falling = np.all(np.diff(losses, axis=0) < 0, axis=0) if len(losses) > 1 else np.ones(losses.shape[1], bool)
+    probe = losses[:PROBE_EPOCHS]
+    falling = np.all(np.diff(probe, axis=0) < 0, axis=0) if len(probe) > 1 else np.ones(losses.shape[1], bool)
     return (np.all(np.isfinite(losses), axis=0) & (np.asarray(result.diverged_epoch) < 0) & falling
             & (losses[-1] < initial_loss))
 
@@ -449,6 +460,11 @@ def judge(summary: dict, quick: bool) -> list[dict]:
     claims = []
     grid = summary["grid"]
 
+    def long_run(held: bool | None) -> bool | None:
+        """A claim about the effect of training longer or annealing, which quick mode's few epochs cannot judge
+        (its verdicts flipped in the full run: README)."""
+        return None if quick else held
+
     def undecided(held_if_clear: bool, clear: bool):
         return held_if_clear if clear else (None if quick else False)
 
@@ -459,11 +475,9 @@ def judge(summary: dict, quick: bool) -> list[dict]:
     claims.append(claim(
         "The learning rate has a dramatic effect on the resulting model: among the rates that train at all, "
         "validation accuracy still ranges over more than 5 points for every optimizer", "S1",
-        "Setting the Learning Rate", min(spreads.values()) > 0.05,
+        "Setting the Learning Rate", long_run(min(spreads.values()) > 0.05),
         "; ".join(f"{n} {s:.3f}" for n, s in spreads.items()) + " (max − min mean validation accuracy over the "
         "grid's rates whose training loss decreased)"))
-    if quick and abs(min(spreads.values()) - 0.05) < 0.01:  # too close to the line for a small run to judge
-        claims[-1]["held"] = None
 
     ordered, failing = {}, {}
     for name, g in grid.items():
@@ -568,7 +582,7 @@ def judge(summary: dict, quick: bool) -> list[dict]:
     claims.append(claim(
         "A constant learning rate is typically not optimal: the best annealed schedule (step, cosine or "
         "reduce-on-plateau) beats the best constant rate on validation", "S1", "Annealing of Learning Rate",
-        undecided(d > 0, clearly(d, noise(annealed[top_name]["val_accuracy"], constant["val_accuracy"]))),
+        long_run(d > 0 and clearly(d, noise(annealed[top_name]["val_accuracy"], constant["val_accuracy"]))),
         f"validation accuracy: {top_name} {np.mean(annealed[top_name]['val_accuracy']):.4f} vs constant "
         f"{np.mean(constant['val_accuracy']):.4f} (difference {d:+.4f}, noise "
         f"{noise(annealed[top_name]['val_accuracy'], constant['val_accuracy']):.4f}); " + "; ".join(
@@ -594,7 +608,7 @@ def judge(summary: dict, quick: bool) -> list[dict]:
         "SGD (batch size 1) overshoots the exact minimum; decreasing the learning rate during optimisation lets it "
         "converge: the same start with a decaying rate ends at a lower training loss", "S4",
         "Deep neural networks: training",
-        undecided(d > 0, clearly(d, noise(decay["constant"]["train_loss"], decay["cosine"]["train_loss"]))),
+        long_run(d > 0 and clearly(d, noise(decay["constant"]["train_loss"], decay["cosine"]["train_loss"]))),
         f"training loss after training at rate {decay['learning_rate']}: constant "
         f"{np.mean(decay['constant']['train_loss']):.4f}, cosine decay to 0 {np.mean(decay['cosine']['train_loss']):.4f}"
         f" (difference {d:+.4f})"))
@@ -635,7 +649,7 @@ def judge(summary: dict, quick: bool) -> list[dict]:
         "Scale the learning rate with the batch size (linear scaling with warm-up): after a fixed number of epochs "
         "accuracy stays flatter across batch sizes when the rate is scaled than when it is not, and the scaled "
         "rate does better at the largest batch", "S1", "Batch-size",
-        undecided(spread_scaled < spread_unscaled and gap < 0, clear),
+        long_run(spread_scaled < spread_unscaled and gap < 0 and clear),
         "validation accuracy by batch size, scaled: " + ", ".join(f"{b}: {v:.4f}" for b, v in scaled.items())
         + "; unscaled: " + ", ".join(f"{b}: {v:.4f}" for b, v in unscaled.items())
         + f" (ranges {spread_scaled:.4f} vs {spread_unscaled:.4f}; base rate {sc['base_learning_rate']} at batch "
@@ -768,6 +782,13 @@ def report(summary: dict) -> str:
         f"setting trained together, batch {BATCH}, {settings['epochs']} epochs; {summary['seconds']:.0f} s on "
         f"{env['cpu']} ({env['cores']} cores).",
         "## What the numbers say", common.claims_markdown(summary["claims"]),
+        "## Where this setting differs from the notes'",
+        "The claims about annealing, the linear scaling rule and the size of the learning rate's effect come from "
+        "long ImageNet-scale training (Goyal et al.: 90 epochs, batches up to 8,192, a ResNet-50; the Fergus lecture's "
+        "annealing recipe for runs of days). Here an MLP trains for a few epochs on at most 18,000 images: the "
+        "differences between schedules, and between scaled and unscaled rates, are at most a few tenths of a point "
+        "to 2 points, near the seed noise, so these verdicts say what happens at this scale and no more. Quick mode "
+        "(5 epochs on 4,500 images) does not judge them: its verdicts flipped in the full run.",
         "## Optimizers and learning rates", table, "![curves](curves.png)", "![sweeps](lr_sweep.png)",
         "## AdaGrad against RMSProp", "![adagrad](adagrad.png)",
         "## The elliptical bowl", bowl_table, "![bowl](bowl.png)",
