@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxnets import checkpoint as ckpt
@@ -39,7 +40,7 @@ from jaxnets import optim
 from jaxnets._checks import check_pair, checked_augment, key_data, resolve_hyperparams, stack_keys
 from jaxnets._util import path_str, to_json, unknown
 from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, ReduceOnPlateau
-from jaxnets.parallel import first_runs, pad_runs, run_layout
+from jaxnets.parallel import RUNS, first_runs, pad_runs, put, run_layout, to_device, to_host
 from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_epoch_fn,
                            make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn)
 
@@ -153,21 +154,24 @@ def _one_run(fn: Callable, batched: int) -> Callable:
 
 
 def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmapped, augment, metrics_fn,
-             num_metrics_data) -> Programs:
+             num_metrics_data, batch_sharding) -> Programs:
     x_axis = 0 if augment is not None and vmapped else None
     in_axes = (0, x_axis, None, 0, 0, 0)
+    spmd = RUNS if batch_sharding is not None else None  # the runs' mesh axis, for the batch's sharding
     if engine == "scan":
-        epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask)
+        epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
+                                 batch_sharding=batch_sharding)
         if vmapped:
-            epoch = jax.jit(jax.vmap(epoch_fn, in_axes=in_axes))
+            epoch = jax.jit(jax.vmap(epoch_fn, in_axes=in_axes, spmd_axis_name=spmd))
         else:  # (train_state, x, t, key, l1, l2): the state, key and penalties carry the run axis
             epoch = jax.jit(lambda ts, x, t, k, a, b: _add_run_axis(
                 epoch_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
     elif vmapped:
         epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                   in_axes=in_axes)
+                                   in_axes=in_axes, batch_sharding=batch_sharding, spmd_axis_name=spmd)
     else:
-        step_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask)
+        step_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
+                                        batch_sharding=batch_sharding)
 
         def epoch(ts, x, t, k, a, b):
             return _add_run_axis(step_epoch(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b)))
@@ -188,7 +192,7 @@ def train_runs(
     l1, l2, regularize_from_epoch: int, penalty_mask, reduce_on_plateau: ReduceOnPlateau | None,
     checkpoint_dir: str | Path | None, augment: Callable | None, metrics_fn: Callable | None,
     metrics_data: tuple, on_epoch_end: Callable[[dict], None] | None, on_non_finite: str, engine: str,
-    devices: Sequence[jax.Device] | None, progress: bool, description: str,
+    devices: Sequence[jax.Device] | None, mesh: Mesh | None, progress: bool, description: str,
 ) -> Outcome:
     """Trains ``params``/``state`` (leaves (runs, …) when ``stacked``, else one run) as documented
     by :func:`jaxnets.fit_seeds`; ``caller`` names the public function in error messages."""
@@ -203,6 +207,9 @@ def train_runs(
     if not isinstance(epochs, int) or epochs < 0 or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{caller}: epochs must be an int >= 0 and batch_size an int >= 1, got {epochs!r} and "
                          f"{batch_size!r}")
+    if checkpoint_dir is not None and jax.process_count() > 1:
+        raise ValueError(f"{caller}: checkpoint_dir is not supported yet in a run of {jax.process_count()} processes "
+                         "(every process would write the same files); train without it")
     keys = stack_keys(caller, keys, stacked)
     runs = int(keys.shape[0])
     if not stacked:
@@ -229,14 +236,17 @@ def train_runs(
     augment = checked_augment(caller, augment, one_key, x)
 
     # --------------------------------------------------------------------- compiled pieces
-    layout = run_layout(runs, devices)
+    layout = run_layout(runs, devices, mesh)
+    if batch_size % layout.data_devices:
+        raise ValueError(f"{caller}: batch_size {batch_size} does not split evenly over the {layout.data_devices} "
+                         f"devices of the mesh's 'data' axis; use a multiple of {layout.data_devices}")
     padded = layout.padded
     classification = is_classification(loss)
     steps = x.shape[0] // batch_size
     use_l1, use_l2 = bool(np.any(l1 != 0)), bool(np.any(l2 != 0))
     programs = _compile(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
                         engine=choose_engine(engine, model), vmapped=padded > 1, augment=augment,
-                        metrics_fn=metrics_fn, num_metrics_data=len(metrics_data))
+                        metrics_fn=metrics_fn, num_metrics_data=len(metrics_data), batch_sharding=layout.batch)
 
     # ------------------------------------------------------------------------ state, resume
     opt_state = optim.set_hyperparams(jax.vmap(optimizer.init)(params), **optimizer_values)
@@ -268,13 +278,13 @@ def train_runs(
         history = _history_from_json(meta["history"], stacked)
         start_epoch = int(meta["epoch"]) + 1
     # everything on its devices, the run count padded to a multiple of them
-    ts, keys_dev, best = jax.device_put(pad_runs((ts, keys, (loop.best_params, loop.best_state)), padded), layout.split)
+    ts, keys_dev, best = put(pad_runs((ts, keys, (loop.best_params, loop.best_state)), padded), layout.split)
     early, plateau = pad_runs((loop.early, loop.plateau), padded)
     diverged = pad_runs(loop.diverged_epoch, padded)
-    x, t = jax.device_put((x, t), layout.replicated)
+    x, t = put((x, t), layout.replicated)
     if validation_data is not None:
-        x_val, t_val = jax.device_put((x_val, t_val), layout.replicated)
-    metrics_data = tuple(jax.device_put(jnp.asarray(a), layout.replicated) for a in metrics_data)
+        x_val, t_val = put((x_val, t_val), layout.replicated)
+    metrics_data = tuple(put(jnp.asarray(a), layout.replicated) for a in metrics_data)
     l1, l2, initial_rate = pad_runs((l1, l2, initial_rate), padded)
 
     def finished() -> bool:
@@ -284,41 +294,41 @@ def train_runs(
     # ------------------------------------------------------------------------------ epochs
     if finished():
         start_epoch = max(start_epoch, epochs)
-    bar = tqdm(range(start_epoch, epochs), desc=description, disable=not progress, leave=True,
+    bar = tqdm(range(start_epoch, epochs), desc=description, disable=not progress or jax.process_index() != 0, leave=True,
                initial=start_epoch, total=epochs, unit="epoch")
     for epoch in bar:
         started = time.perf_counter()
         live = ~early.stopped if early is not None else np.ones(padded, bool)
         on = epoch >= regularize_from_epoch
-        l1_now = jnp.asarray(l1 * on) if use_l1 else None  # (padded,); None: no penalty term is compiled
-        l2_now = jnp.asarray(l2 * on) if use_l2 else None
+        l1_now = put(np.asarray(l1 * on), layout.split) if use_l1 else None  # (padded,); None: no penalty term
+        l2_now = put(np.asarray(l2 * on), layout.split) if use_l2 else None
         key_now = programs.epoch_keys(keys_dev, epoch)
         x_now = x
         if augment is not None:
             augment_key, key_now = programs.split_keys(key_now)
             x_now = programs.augment(augment_key, x)
         new_ts, (losses, corrects) = programs.epoch(ts, x_now, t, key_now, l1_now, l2_now)
-        ts = new_ts if live.all() else _where_runs(jnp.asarray(live), new_ts, ts)
-        losses = np.asarray(losses, np.float64)  # (padded, steps)
+        ts = new_ts if live.all() else _where_runs(put(live, layout.split), new_ts, ts)
+        losses = to_host(losses).astype(np.float64)  # (padded, steps)
         newly = ~np.all(np.isfinite(losses), axis=1) & (diverged < 0) & live
         if newly[:runs].any() and on_non_finite == "raise":
             raise NonFiniteError(_divergence_message(epoch, losses[:runs], newly[:runs], ts.params, runs, stacked))
         diverged = np.where(newly, epoch, diverged)
         nan = np.full(padded, np.nan)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": np.where(live, losses.mean(axis=1), nan)}
-        record["train_accuracy"] = (np.where(live, np.asarray(corrects, np.float64).sum(axis=1) / (steps * batch_size),
+        record["train_accuracy"] = (np.where(live, to_host(corrects).astype(np.float64).sum(axis=1) / (steps * batch_size),
                                              nan) if classification else nan)
         record["val_loss"], record["val_accuracy"] = nan, nan
         if validation_data is not None:
             val_loss, val_accuracy = programs.evaluate(ts.params, ts.state, x_val, t_val)
-            record["val_loss"] = np.where(live, np.asarray(val_loss, np.float64), nan)
+            record["val_loss"] = np.where(live, to_host(val_loss).astype(np.float64), nan)
             if classification:
-                record["val_accuracy"] = np.where(live, np.asarray(val_accuracy, np.float64), nan)
+                record["val_accuracy"] = np.where(live, to_host(val_accuracy).astype(np.float64), nan)
         rate = optim.get_hyperparams(ts.opt_state).get("learning_rate")
-        record["learning_rate"] = nan if rate is None else np.asarray(rate, np.float64)
+        record["learning_rate"] = nan if rate is None else to_host(rate).astype(np.float64)
         if metrics_fn is not None:
             stats = programs.metrics(ts.params, ts.state, *metrics_data)
-            record.update({name: np.asarray(value) for name, value in stats.items()})
+            record.update({name: to_host(value) for name, value in stats.items()})
         record["seconds"] = time.perf_counter() - started
 
         if reduce_on_plateau is not None:
@@ -330,7 +340,7 @@ def train_runs(
             early = early_stopping.update(early, record[early_stopping.monitor], epoch)
             improved = early.best_epoch == epoch
             if improved.any():
-                best = _where_runs(jnp.asarray(improved), (ts.params, ts.state), best)
+                best = _where_runs(put(improved, layout.split), (ts.params, ts.state), best)
         record["stopped"] = early.stopped.copy() if early is not None else np.zeros(padded, bool)
 
         record = {name: (value if name in ("epoch", "seconds") else value[:runs]) for name, value in record.items()}
@@ -354,9 +364,9 @@ def train_runs(
     best_epoch = early.best_epoch if early is not None else np.full(padded, -1)
     if early_stopping is not None:
         found = best_epoch >= 0
-        params_out, state_out = _where_runs(jnp.asarray(found), best, (ts.params, ts.state))
+        params_out, state_out = _where_runs(put(found, layout.split), best, (ts.params, ts.state))
         ts = ts._replace(params=params_out, state=state_out)
-    ts = jax.device_put(first_runs(ts, runs), layout.first_device)
+    ts = to_device(first_runs(ts, runs), layout.first_device)
     stopped = early.stopped if early is not None else np.zeros(padded, bool)
     return Outcome(ts, history, best_epoch[:runs], stopped[:runs], diverged[:runs])
 

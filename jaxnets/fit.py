@@ -15,13 +15,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import optax
+from jax.sharding import Mesh
 
 from jaxnets._loop import train_runs
 from jaxnets.monitors import EarlyStopping, ReduceOnPlateau
+from jaxnets.parallel import data_mesh
 
 
 class FitResult(NamedTuple):
@@ -70,6 +72,8 @@ def fit(
     on_epoch_end: Callable[[dict], None] | None = None,
     on_non_finite: str = "raise",
     engine: str = "auto",
+    devices: Sequence[jax.Device] | None = None,
+    mesh: Mesh | None = None,
     progress: bool = True,
     description: str = "training",
 ) -> FitResult:
@@ -103,14 +107,28 @@ def fit(
       on_non_finite: ``"raise"`` (:class:`NonFiniteError` naming epoch, step and leaves) or
         ``"record"`` (stop training and return, with ``diverged_epoch`` set).
       engine: "auto", "scan" (one compiled call per epoch) or "step" (one per batch).
+      devices, mesh: data parallelism (default: one device). ``devices=[...]`` splits each batch over
+        these devices (:func:`jaxnets.parallel.data_mesh`); ``mesh=`` a :class:`jax.sharding.Mesh` with a
+        ``"data"`` axis (and a ``"runs"`` axis of size 1, if any). Params and optimizer state are
+        replicated, the gradient is averaged over the devices inside the compiled step, batch-norm
+        statistics are the whole batch's; the result equals the one-device run up to float rounding.
+        ``batch_size`` must divide by the number of devices.
     """
+    if devices is not None and mesh is not None:
+        raise ValueError("fit: give devices or mesh, not both")
+    if devices is not None:
+        mesh = data_mesh(devices)
+    if mesh is not None and dict(mesh.shape).get("runs", 1) != 1:
+        raise ValueError(f"fit: trains one run; its mesh's 'runs' axis must have size 1, got {dict(mesh.shape)} "
+                         "(fit_seeds trains several runs over a 'runs' axis)")
     outcome = train_runs(
         model, params, state, train_data, stacked=False, caller="fit", loss=loss, optimizer=optimizer,
         epochs=epochs, batch_size=batch_size, keys=key, hyperparams=hyperparams, validation_data=validation_data,
         early_stopping=early_stopping, l1=l1, l2=l2, regularize_from_epoch=regularize_from_epoch,
         penalty_mask=penalty_mask, reduce_on_plateau=reduce_on_plateau, checkpoint_dir=checkpoint_dir,
         augment=augment, metrics_fn=metrics_fn, metrics_data=metrics_data, on_epoch_end=on_epoch_end,
-        on_non_finite=on_non_finite, engine=engine, devices=None, progress=progress, description=description)
+        on_non_finite=on_non_finite, engine=engine, devices=None, mesh=mesh, progress=progress,
+        description=description)
     ts = jax.tree.map(lambda leaf: leaf[0], outcome.train_state)
     best, diverged = int(outcome.best_epoch[0]), int(outcome.diverged_epoch[0])
     return FitResult(ts.params, ts.state, ts.opt_state, outcome.history, best if best >= 0 else None,

@@ -1,14 +1,23 @@
-"""Devices for many runs: the ``"runs"`` mesh axis, and the padding that makes runs divide among devices.
+"""Devices for training: the ``("runs", "data")`` mesh, and the padding that makes runs divide among devices.
 
-:func:`jaxnets.fit_seeds` stacks its runs along a leading axis. With several devices (several CPU
-devices after :func:`jaxnets.runtime.use_cpu_devices`, or several GPUs) that axis is sharded over a
-one-dimensional mesh named ``"runs"`` and the data replicated, so each device trains its share of the
-runs. A run count that does not divide among the devices is padded with copies of the last run,
-which train alongside and are dropped.
+:func:`jaxnets.fit_seeds` stacks its runs along a leading axis; :func:`jaxnets.fit` trains one run. Both
+train on a two-dimensional device mesh with axes ``"runs"`` and ``"data"``:
+
+* the run axis of every stacked leaf (params, optimizer state, keys) is split over ``"runs"``, so each
+  row of devices trains its share of the runs (the default of ``fit_seeds``: one row per local device,
+  several CPU devices after :func:`jaxnets.runtime.use_cpu_devices`, or several GPUs);
+* each step's batch is split over ``"data"`` (data parallelism): every device of a row holds the same
+  params (replicated over ``"data"``) and computes the gradient of its slice of the batch, and the
+  compiled program averages them (XLA inserts the all-reduce), so batch-norm statistics and the loss
+  are those of the whole batch (the default of ``fit``: one device; ``fit(devices=[...])`` or ``mesh=``).
+
+A run count that does not divide among the rows is padded with copies of the last run, which train
+alongside and are dropped. The training set itself is replicated on every device.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -16,31 +25,134 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+RUNS, DATA = "runs", "data"
+AXES = (RUNS, DATA)
+
 
 class RunLayout(NamedTuple):
-    """Where stacked runs live: ``runs`` real runs padded to ``padded`` (a multiple of the devices
-    used), the run axis split by ``split`` and shared arrays placed by ``replicated``."""
+    """Where stacked runs live: ``runs`` real runs padded to ``padded`` (a multiple of the mesh's
+    ``"runs"`` axis), the run axis split by ``split``, shared arrays placed by ``replicated``, and each
+    step's batch (batch, …) split over the ``"data"`` axis by ``batch`` (None when it has one device)."""
 
     runs: int
     padded: int
     split: NamedSharding
     replicated: NamedSharding
+    batch: NamedSharding | None
+
+    @property
+    def mesh(self) -> Mesh:
+        return self.split.mesh
+
+    @property
+    def data_devices(self) -> int:
+        return self.mesh.shape[DATA]
 
     @property
     def first_device(self) -> jax.Device:
-        return self.split.mesh.devices.flat[0]
+        """A device of this process that holds every run (for the results)."""
+        local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        return local[0] if local else jax.local_devices()[0]
 
 
-def run_layout(runs: int, devices: Sequence[jax.Device] | None = None) -> RunLayout:
-    """The layout of ``runs`` stacked runs on the first ``min(runs, len(devices))`` of ``devices``
-    (default: ``jax.local_devices()``)."""
-    devices = list(jax.local_devices() if devices is None else devices)
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh for data parallelism: one run, each batch split over ``devices`` (default: all
+    devices of every process, ``jax.devices()``). Shape (runs 1, data len(devices))."""
+    devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices is empty; give at least one device")
-    used = min(runs, len(devices))
-    mesh = Mesh(np.array(devices[:used]), ("runs",))
-    padded = -(-runs // used) * used
-    return RunLayout(runs, padded, NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec()))
+    return Mesh(np.array(devices).reshape(1, len(devices)), AXES)
+
+
+def runs_data_mesh(runs: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh for ``runs`` runs on ``devices`` (default: ``jax.devices()``): as many rows (the
+    ``"runs"`` axis) as the largest divisor of the device count that is at most ``runs``, the rest
+    of the devices splitting each batch (``"data"``). 3 runs on 4 devices: 2 × 2 (4 runs, one
+    padded); 8 runs on 4 devices: 4 × 1."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices is empty; give at least one device")
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    rows = max(r for r in range(1, len(devices) + 1) if len(devices) % r == 0 and r <= runs)
+    return Mesh(np.array(devices).reshape(rows, len(devices) // rows), AXES)
+
+
+def as_runs_data_mesh(mesh: Mesh) -> Mesh:
+    """``mesh`` with the axes ``("runs", "data")`` in that order, a missing one of size 1; ValueError
+    for other axis names."""
+    names = tuple(mesh.axis_names)
+    unknown = [n for n in names if n not in AXES]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise ValueError(f"mesh axes must be 'runs' and/or 'data', got {names}")
+    devices = mesh.devices
+    if names == (DATA, RUNS):
+        devices = devices.T
+    elif names == (RUNS,):
+        devices = devices.reshape(-1, 1)
+    elif names == (DATA,):
+        devices = devices.reshape(1, -1)
+    return Mesh(devices, AXES)
+
+
+def run_layout(runs: int, devices: Sequence[jax.Device] | None = None, mesh: Mesh | None = None) -> RunLayout:
+    """The layout of ``runs`` stacked runs: on ``mesh`` (axes ``"runs"``/``"data"``, see
+    :func:`as_runs_data_mesh`) when given, else on the first ``min(runs, len(devices))`` of
+    ``devices`` (default: ``jax.local_devices()``), one row each (no data parallelism)."""
+    if mesh is not None:
+        if devices is not None:
+            raise ValueError("give devices or mesh, not both")
+        mesh = as_runs_data_mesh(mesh)
+    else:
+        devices = list(jax.local_devices() if devices is None else devices)
+        if not devices:
+            raise ValueError("devices is empty; give at least one device")
+        used = min(runs, len(devices))
+        mesh = Mesh(np.array(devices[:used]).reshape(used, 1), AXES)
+    rows = mesh.shape[RUNS]
+    padded = math.ceil(runs / rows) * rows
+    batch = NamedSharding(mesh, PartitionSpec(DATA)) if mesh.shape[DATA] > 1 else None
+    return RunLayout(runs, padded, NamedSharding(mesh, PartitionSpec(RUNS)), NamedSharding(mesh, PartitionSpec()),
+                     batch)
+
+
+def put(tree: Any, sharding: NamedSharding) -> Any:
+    """``jax.device_put(tree, sharding)``, also for a sharding over the devices of several processes
+    (then every process passes the same full values, and each keeps its devices' pieces). PRNG key
+    leaves keep their key type."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def place(leaf):
+        if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        value = np.asarray(leaf)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+    return jax.tree.map(place, tree)
+
+
+def to_host(value: Any) -> np.ndarray:
+    """The whole value of an array as a NumPy array on this host, also when it is spread over the
+    devices of several processes (a replicated one is read locally, a split one gathered: every
+    process must call this for the same array)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        if value.is_fully_replicated:
+            return np.asarray(value.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+    return np.asarray(value)
+
+
+def to_device(tree: Any, device: jax.Device) -> Any:
+    """Every leaf whole on ``device`` (one of this process's), gathered from other processes if needed."""
+    def move(leaf):
+        if leaf.is_fully_addressable:
+            return jax.device_put(leaf, device)
+        if leaf.is_fully_replicated:
+            return jax.device_put(leaf.addressable_data(0), device)
+        return jax.device_put(to_host(leaf), device)
+    return jax.tree.map(move, tree)
 
 
 def pad_runs(tree: Any, padded: int) -> Any:

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from jaxnets._loop import train_runs
 from jaxnets.monitors import EarlyStopping, ReduceOnPlateau
@@ -133,6 +134,7 @@ def fit_seeds(
     on_non_finite: str = "raise",
     engine: str = "auto",
     devices: Sequence[jax.Device] | None = None,
+    mesh: Mesh | None = None,
     progress: bool = True,
     description: str = "runs",
 ) -> SeedsResult:
@@ -157,6 +159,10 @@ def fit_seeds(
       devices: devices to split the runs over (default: ``jax.local_devices()``). When the runs
         do not divide evenly, copies of the last run fill the last shard (trained and dropped):
         5 runs on 2 devices train as 6.
+      mesh: instead of ``devices``, a :class:`jax.sharding.Mesh` with axes ``"runs"`` and/or
+        ``"data"``: the runs split over ``"runs"`` (padded as above) and each batch over ``"data"``
+        (data parallelism within a run, see :func:`jaxnets.fit`). With fewer runs than devices,
+        :func:`jaxnets.parallel.runs_data_mesh` builds the 2-D mesh that uses every device.
 
     Returns a :class:`SeedsResult`.
     """
@@ -166,7 +172,8 @@ def fit_seeds(
         early_stopping=early_stopping, l1=l1, l2=l2, regularize_from_epoch=regularize_from_epoch,
         penalty_mask=penalty_mask, reduce_on_plateau=reduce_on_plateau, checkpoint_dir=checkpoint_dir,
         augment=augment, metrics_fn=metrics_fn, metrics_data=metrics_data, on_epoch_end=on_epoch_end,
-        on_non_finite=on_non_finite, engine=engine, devices=devices, progress=progress, description=description)
+        on_non_finite=on_non_finite, engine=engine, devices=devices, mesh=mesh, progress=progress,
+        description=description)
     ts = outcome.train_state
     return SeedsResult(ts.params, ts.state, ts.opt_state, outcome.history, outcome.best_epoch, outcome.stopped,
                        outcome.diverged_epoch)

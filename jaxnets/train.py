@@ -29,6 +29,7 @@ import optax
 from jaxnets._util import unknown
 from jaxnets.losses import correct, get_loss, l1_penalty, l2_penalty
 from jaxnets.nn import conv_impl
+from jaxnets.parallel import to_host
 
 Array = jax.Array
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -140,7 +141,14 @@ def epoch_batches(key: Array, num_examples: int, batch_size: int) -> Array:
     return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
 
-def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None) -> Callable:
+def _batch(x, idx, batch_sharding):
+    """x[idx]: the batch (batch, …), split over the devices of ``batch_sharding`` when given."""
+    xb = x[idx]
+    return xb if batch_sharding is None else jax.lax.with_sharding_constraint(xb, batch_sharding)
+
+
+def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
+                  batch_sharding: jax.sharding.NamedSharding | None = None) -> Callable:
     """One training epoch as a pure function (not jitted; ``jax.jit`` it, or ``vmap`` it first).
 
     ``epoch(train_state, x, t, key, l1, l2) -> (train_state, (losses, num_correct))`` with
@@ -148,6 +156,8 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None)
     ``l1``, ``l2``: penalty strengths (``None``, the default: no penalty term). The whole epoch is
     one ``lax.scan`` over shuffled minibatches gathered from x and t, so
     ``jax.vmap(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
+    ``batch_sharding``: split each batch's leading axis over a mesh axis (data parallelism, e.g.
+    ``NamedSharding(mesh, PartitionSpec("data"))``; under ``vmap`` pass ``spmd_axis_name`` for the runs).
     """
     step = make_train_step(model, loss, optimizer, penalty_mask)
 
@@ -159,7 +169,7 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None)
         def body(ts, inputs):
             idx, k = inputs
             with conv_impl.training_loop():  # impl="auto" convolutions use matmuls inside the loop
-                return step(ts, x[idx], t[idx], k, l1, l2)
+                return step(ts, _batch(x, idx, batch_sharding), _batch(t, idx, batch_sharding), k, l1, l2)
 
         return jax.lax.scan(body, ts, (batches, step_keys))
 
@@ -192,7 +202,8 @@ def _is_typed_key(key) -> bool:
 
 
 def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
-                       in_axes: tuple | None = None) -> Callable:
+                       in_axes: tuple | None = None, batch_sharding: jax.sharding.NamedSharding | None = None,
+                       spmd_axis_name: str | None = None) -> Callable:
     """One training epoch as one compiled call per batch (the ``"step"`` engine); the same
     batches, keys and updates as :func:`make_epoch_fn`, so both engines train alike.
 
@@ -204,11 +215,12 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
 
     ``in_axes``: ``None`` for one run, or the ``vmap`` axes of ``(train_state, x, t, key, l1, l2)``
     to train stacked runs (``key`` must be batched); losses and counts are then (runs, steps).
+    ``batch_sharding``, ``spmd_axis_name``: as in :func:`make_epoch_fn` (the mesh axis of the runs).
     """
     step = make_train_step(model, loss, optimizer, penalty_mask)
 
     def gathered(ts, x, t, idx, key, l1, l2):  # idx: (batch_size,) indices
-        return step(ts, x[idx], t[idx], key, l1, l2)
+        return step(ts, _batch(x, idx, batch_sharding), _batch(t, idx, batch_sharding), key, l1, l2)
 
     def plan(key, num_examples):
         perm_key, step_key = jax.random.split(key)
@@ -219,7 +231,8 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
         ts_axis, x_axis, t_axis, key_axis, l1_axis, l2_axis = in_axes
         if key_axis != 0:
             raise ValueError("make_step_epoch_fn: stacked runs need one key per run (key axis 0)")
-        gathered = jax.vmap(gathered, in_axes=(ts_axis, x_axis, t_axis, 0, 0, l1_axis, l2_axis))
+        gathered = jax.vmap(gathered, in_axes=(ts_axis, x_axis, t_axis, 0, 0, l1_axis, l2_axis),
+                            spmd_axis_name=spmd_axis_name)
         plan = jax.vmap(plan, in_axes=(0, None))
 
     @functools.partial(jax.jit, static_argnums=(7,))
@@ -232,8 +245,8 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
     def epoch(ts, x, t, key, l1=None, l2=None):
         batches, step_keys = compiled_plan(key, t.shape[0])  # t is shared by the runs: (N, …)
         typed_key = _is_typed_key(step_keys)
-        batches = np.asarray(batches)
-        step_keys = np.asarray(jax.random.key_data(step_keys) if typed_key else step_keys)
+        batches = to_host(batches)
+        step_keys = to_host(jax.random.key_data(step_keys) if typed_key else step_keys)
         losses, corrects = [], []
         for s in range(batches.shape[step_axis]):
             idx = np.take(batches, s, axis=step_axis)

@@ -1,0 +1,249 @@
+"""Data parallelism on a ("runs", "data") device mesh: each batch split over devices, the result the
+one-device run's. Four simulated CPU devices in a fresh process (JAX fixes its devices at the first
+computation, and this test process has computed already)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PRELUDE = """
+import jax, numpy as np
+from jaxnets import runtime
+runtime.use_cpu_devices(4)
+import jaxnets as jn
+from jaxnets import data, models, nn, optim, parallel
+from jaxnets.seeds import fit_seeds, init_runs, seed_keys
+from jaxnets.train import TrainState, make_epoch_fn
+assert len(jax.devices()) == 4
+ds = data.load_digits()
+x, y = ds.x_train[:512], ds.y_train[:512]
+
+
+def lenet_bn():
+    # LeNet-style, with batch norm after each convolution (no bias there: batch norm's offset is the bias,
+    # and a bias whose gradient is zero in exact arithmetic lets Adam amplify rounding into full steps)
+    return nn.Sequential([
+        ("c1", nn.Conv2D(6, 3, padding="SAME", use_bias=False)), ("bn1", nn.BatchNorm()), ("r1", nn.Activation("relu")),
+        ("p1", nn.MaxPool2D(2)), ("c2", nn.Conv2D(8, 3, padding="SAME", use_bias=False)), ("bn2", nn.BatchNorm()),
+        ("r2", nn.Activation("relu")), ("flat", nn.Flatten()), ("d1", nn.Dense(32)), ("r3", nn.Activation("relu")),
+        ("drop", nn.Dropout(0.3)), ("out", nn.Dense(10))])
+
+
+def max_difference(a, b):
+    return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+               for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+"""
+
+
+def run_script(body: str) -> str:
+    script = PRELUDE + textwrap.dedent(body)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run.stdout
+
+
+@pytest.mark.parametrize("engine", ["scan", "step"])
+def test_fit_on_four_devices_equals_fit_on_one(engine):
+    # The tolerance: float32 sums of a batch's gradient in another order (4 partial sums, then an all-reduce)
+    # differ in the last bits; after 2 epochs (16 Adam steps) the params stay within 1e-5.
+    out = run_script(f"""
+    for name, model in (("mlp", models.mlp([32, 10], activation="relu")), ("lenet_bn", lenet_bn())):
+        params, state = model.init(jax.random.PRNGKey(0), x[:1])
+        kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=2, batch_size=64,
+                  key=jax.random.PRNGKey(1), progress=False, validation_data=(ds.x_test, ds.y_test),
+                  engine={engine!r})
+        one = jn.fit(model, params, state, (x, y), **kw)
+        four = jn.fit(model, params, state, (x, y), devices=jax.devices(), **kw)
+        also = jn.fit(model, params, state, (x, y), mesh=parallel.data_mesh(jax.devices()[:2]), **kw)
+        assert max_difference((one.params, one.state), (four.params, four.state)) < 1e-5, name
+        assert max_difference((one.params, one.state), (also.params, also.state)) < 1e-5, name
+        np.testing.assert_allclose(four.history["train_loss"], one.history["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(four.history["val_accuracy"], one.history["val_accuracy"], atol=1e-6)
+        assert one.history["train_loss"][-1] < one.history["train_loss"][0]  # it trains
+        # the results come back on one device, as fit's always do
+        assert {{d for leaf in jax.tree.leaves(four.params) for d in leaf.sharding.device_set}} == {{jax.devices()[0]}}
+    print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_the_compiled_epoch_splits_the_batch_and_averages_the_gradient_over_the_devices():
+    # With the batch sharded over "data", XLA must combine the devices' partial gradients: the compiled
+    # program holds an all-reduce; without it, nothing crosses devices.
+    out = run_script("""
+    model = models.mlp([16, 10], activation="relu")
+    params, state = model.init(jax.random.PRNGKey(0), x[:1])
+    optimizer = optim.optimizer("sgd", 0.1)
+    ts = TrainState(params, state, optimizer.init(params))
+    mesh = parallel.data_mesh()
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    args = jax.device_put((ts, x, y), replicated)
+    texts = {}
+    for name, sharding in (("split", jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))),
+                           ("whole", None)):
+        epoch = make_epoch_fn(model, "cross_entropy", optimizer, batch_size=64, batch_sharding=sharding)
+        texts[name] = jax.jit(epoch).lower(*args, jax.random.PRNGKey(0)).compile().as_text()
+    assert "all-reduce" in texts["split"]
+    assert "all-reduce" not in texts["whole"]
+    print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_fit_seeds_on_a_runs_by_data_mesh_equals_one_device():
+    out = run_script("""
+    meshes = {runs: dict(parallel.runs_data_mesh(runs).shape) for runs in (1, 2, 3, 4, 8)}
+    assert meshes == {1: {"runs": 1, "data": 4}, 2: {"runs": 2, "data": 2}, 3: {"runs": 2, "data": 2},
+                      4: {"runs": 4, "data": 1}, 8: {"runs": 4, "data": 1}}, meshes
+    model = lenet_bn()
+    keys = seed_keys([0, 1, 2])  # 3 runs on 2 rows: padded to 4
+    params, state = init_runs(model, keys, x[:1])
+    kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=2, batch_size=64, keys=keys,
+              progress=False, hyperparams={"learning_rate": [1e-2, 3e-3, 1e-3]})
+    one = fit_seeds(model, params, state, (x, y), devices=jax.devices()[:1], **kw)
+    grid = fit_seeds(model, params, state, (x, y), mesh=parallel.runs_data_mesh(3), **kw)
+    # a mesh given with its axes the other way round is the same mesh
+    flipped = jax.sharding.Mesh(parallel.runs_data_mesh(3).devices.T, ("data", "runs"))
+    again = fit_seeds(model, params, state, (x, y), mesh=flipped, **kw)
+    assert max_difference((one.params, one.state), (grid.params, grid.state)) < 1e-5
+    assert max_difference((grid.params, grid.state), (again.params, again.state)) == 0.0
+    assert np.shape(grid.history["train_loss"]) == (2, 3)
+    np.testing.assert_allclose(grid.history["train_loss"], one.history["train_loss"], rtol=1e-5)
+    print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_bad_meshes_and_batch_sizes_are_errors_that_say_what_to_change():
+    out = run_script("""
+    model = models.mlp([8, 10])
+    params, state = model.init(jax.random.PRNGKey(0), x[:1])
+    kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=1, key=jax.random.PRNGKey(1),
+              progress=False)
+    messages = []
+    for extra in (dict(batch_size=30, devices=jax.devices()),
+                  dict(batch_size=32, mesh=parallel.runs_data_mesh(2)),
+                  dict(batch_size=32, mesh=jax.sharding.Mesh(np.array(jax.devices()), ("batch",))),
+                  dict(batch_size=32, devices=jax.devices(), mesh=parallel.data_mesh())):
+        try:
+            jn.fit(model, params, state, (x, y), **kw, **extra)
+        except ValueError as error:
+            messages.append(str(error))
+    assert len(messages) == 4, messages
+    assert "batch_size 30 does not split evenly over the 4 devices" in messages[0] and "multiple of 4" in messages[0]
+    assert "'runs' axis must have size 1" in messages[1]
+    assert "mesh axes must be 'runs' and/or 'data'" in messages[2] and "batch" in messages[2]
+    assert "devices or mesh, not both" in messages[3]
+    print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+# --------------------------------------------------------------------------- several processes
+
+TRAIN_SCRIPT = """
+import sys
+import jax
+import numpy as np
+from jaxnets import distributed
+
+mode, out = sys.argv[1], sys.argv[2]
+if mode == "two_processes":
+    distributed.initialize(heartbeat_timeout_s=5)  # the launcher's environment: 2 processes × 2 CPU devices
+else:
+    from jaxnets import runtime
+    runtime.use_cpu_devices(4)
+import jaxnets as jn
+from jaxnets import data, models, nn, optim, parallel
+
+ds = data.load_digits()
+x, y = ds.x_train[:512], ds.y_train[:512]
+lenet_bn = nn.Sequential([
+    ("c1", nn.Conv2D(6, 3, padding="SAME", use_bias=False)), ("bn1", nn.BatchNorm()), ("r1", nn.Activation("relu")),
+    ("p1", nn.MaxPool2D(2)), ("flat", nn.Flatten()), ("d1", nn.Dense(32)), ("r2", nn.Activation("relu")),
+    ("drop", nn.Dropout(0.3)), ("out", nn.Dense(10))])
+arrays = {}
+for name, model in (("mlp", models.mlp([32, 10], activation="relu")), ("lenet_bn", lenet_bn)):
+    params, state = model.init(jax.random.PRNGKey(0), x[:1])
+    result = jn.fit(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2),
+                    epochs=2, batch_size=64, key=jax.random.PRNGKey(1), progress=False,
+                    validation_data=(ds.x_test, ds.y_test), mesh=None if mode == "one_device" else parallel.data_mesh())
+    arrays[name + "_loss"] = np.asarray(result.history["train_loss"])
+    arrays[name + "_val_accuracy"] = np.asarray(result.history["val_accuracy"])
+    for i, leaf in enumerate(jax.tree.leaves((result.params, result.state))):
+        assert leaf.is_fully_addressable  # the whole result, in every process
+        arrays[f"{name}_{i}"] = np.asarray(leaf)
+np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
+print("trained", mode, jax.process_index(), jax.device_count())
+"""
+
+
+def test_two_processes_of_two_devices_train_to_the_params_of_one_process_and_of_one_device(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("JAXNETS_", "SLURM_", "OMPI_"))}
+    launched = subprocess.run([sys.executable, "-m", "jaxnets.launch", "--processes", "2", "--devices-per-process",
+                               "2", "--timeout", "200", "--", sys.executable, str(script), "two_processes",
+                               str(tmp_path)], capture_output=True, text=True, timeout=240, env=env)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    assert "[p0] trained two_processes 0 4" in launched.stdout and "[p1] trained two_processes 1 4" in launched.stdout
+    for mode in ("four_devices", "one_device"):
+        run = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], capture_output=True, text=True,
+                             timeout=240, env=env)
+        assert run.returncode == 0, run.stderr[-4000:]
+    import numpy as np
+
+    results = {name: dict(np.load(tmp_path / f"{name}.npz"))
+               for name in ("two_processes_0", "two_processes_1", "four_devices_0", "one_device_0")}
+    reference = results["one_device_0"]
+    for name, arrays in results.items():
+        assert arrays.keys() == reference.keys()
+        for key, value in arrays.items():
+            tolerance = 0.0 if name == "two_processes_1" else 1e-5  # both processes hold the same result
+            expected = results["two_processes_0"][key] if name == "two_processes_1" else reference[key]
+            np.testing.assert_allclose(value, expected, rtol=0, atol=tolerance, err_msg=f"{name}: {key}")
+    assert reference["mlp_loss"][-1] < reference["mlp_loss"][0]
+
+
+KILLED_SCRIPT = """
+import os, signal, sys
+import jax
+from jaxnets import distributed
+
+distributed.initialize(heartbeat_timeout_s=3)
+import jaxnets as jn
+from jaxnets import data, models, optim, parallel
+
+ds = data.load_digits()
+model = models.mlp([32, 10])
+params, state = model.init(jax.random.PRNGKey(0), ds.x_train[:1])
+
+
+def die_in_process_1(record):
+    if jax.process_index() == 1 and record["epoch"] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # mid-run: process 0 goes on into the next epoch's collectives
+
+
+jn.fit(model, params, state, (ds.x_train, ds.y_train), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2),
+       epochs=50, batch_size=64, key=jax.random.PRNGKey(1), progress=False, mesh=parallel.data_mesh(),
+       on_epoch_end=die_in_process_1)
+print("finished")
+"""
+
+
+def test_a_process_killed_mid_training_ends_the_run_within_a_bounded_time(tmp_path):
+    import time
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_SCRIPT)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("JAXNETS_", "SLURM_", "OMPI_"))}
+    start = time.monotonic()
+    launched = subprocess.run([sys.executable, "-m", "jaxnets.launch", "--processes", "2", "--devices-per-process",
+                               "2", "--timeout", "100", "--", sys.executable, str(script)], capture_output=True,
+                              text=True, timeout=150, env=env)
+    elapsed = time.monotonic() - start
+    assert launched.returncode not in (0, 124), (launched.returncode, launched.stderr[-3000:])  # failed, not timed out
+    assert "finished" not in launched.stdout
+    assert elapsed < 90, elapsed
