@@ -89,6 +89,8 @@ def test_auto_picks_the_native_convolution_except_inside_a_cpu_training_loop():
         assert layer.resolved_impl(1, "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
         assert layer.resolved_impl(3, "cpu") == "toeplitz"
         assert layer.resolved_impl(4, "cpu") == "im2col"
+        assert Conv2D(16, 5).resolved_impl(6, "cpu") == "toeplitz"  # 5×5 kernels (LeNet's C3): Toeplitz
+        assert Conv2D(16, (5, 3)).resolved_impl(6, "cpu") == "im2col"
         assert Conv1D(32, 5).resolved_impl(1, "cpu") == "im2col"  # 1-D: patches
         assert Conv2D(16, 3, impl="xla").resolved_impl(1, "cpu") == "xla"  # an explicit impl is kept
     assert not conv_impl.in_training_loop()
