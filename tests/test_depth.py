@@ -153,6 +153,7 @@ def test_the_quick_run_writes_a_valid_summary_with_sourced_claims(quick):
         assert (quick / name).stat().st_size > 10_000
     text = (quick / "report.md").read_text()
     assert "## What the numbers say" in text and all(c["claim"] in text for c in summary["claims"])
+    assert "## Why a claim may not hold here" in text  # the full run has a claim that does not hold
     assert all(f"]({name})" in text for name in ("grad_norms_init.png", "batchnorm.png"))
 
 

@@ -98,6 +98,7 @@ def test_the_quick_run_writes_a_valid_summary_with_sourced_claims(quick):
         assert (out / name).stat().st_size > 10_000
     text = (out / "report.md").read_text()
     assert "## What the numbers say" in text and "## The elliptical bowl" in text
+    assert "## Where this setting differs from the notes'" in text
 
 
 def test_quick_verdicts_never_contradict_the_full_run(quick):

@@ -120,6 +120,7 @@ def test_the_quick_run_writes_a_valid_summary_with_sourced_claims(quick):
         assert claim["held"] in (full, None), claim  # the full run's verdict, or none
     text = (out / "report.md").read_text()
     assert "## What the numbers say" in text and all(c["claim"] in text for c in summary["claims"])
+    assert "## Why a claim may not hold here" in text
     for name in ("penalties.png", "first_layer_weights.png", "penalty_timing.png", "dropout.png",
                  "early_stopping.png", "augmentation.png", "width_sweep.png"):
         assert (out / name).stat().st_size > 5_000

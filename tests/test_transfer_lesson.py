@@ -187,6 +187,7 @@ def test_the_quick_run_writes_figures_and_a_report_with_the_claims(quick):
         assert (quick / name).stat().st_size > 10_000
     text = (quick / "report.md").read_text()
     assert "## What the numbers say" in text and "](accuracy_vs_size.png)" in text and "](learning_curves.png)" in text
+    assert "## Why a claim may not hold here" in text
     for claim in summary["claims"]:
         assert claim["claim"] in text
     assert len((quick / "runs.csv").read_text().splitlines()) == 1 + 4 * 3 * summary["seeds"]
