@@ -234,6 +234,24 @@ def verdict(held: bool | None) -> str:
     return {True: "held", False: "did not hold", None: "not judged in this run"}[held]
 
 
+def claims_headline(claims: Sequence[dict], topic: str) -> str:
+    """One line: how many of the judged claims on ``topic`` held, and how many were not judged."""
+    held = sum(1 for c in claims if c["held"])
+    judged = sum(1 for c in claims if c["held"] is not None)
+    return f"{held}/{judged} of the judged claims on {topic} held ({len(claims) - judged} not judged)"
+
+
+def finish_lesson(out: Path, summary: dict, report_text: str, schema: dict, headline: str) -> dict:
+    """A lesson's last step: writes report.md, then summary.json (last, so that a summary on disk means a
+    finished run), prints each claim's verdict and the headline, and returns the summary as written."""
+    write_report(out, report_text)
+    write_summary(out, summary, schema)
+    for c in summary["claims"]:
+        print(f"  {verdict(c['held']):<22} {c['claim']}")
+    print(headline)
+    return read_summary(out)
+
+
 def claims_markdown(claims: Sequence[dict]) -> str:
     """The claims as a Markdown list: verdict, claim, source, numbers."""
     return "\n".join(f"- **{verdict(c['held'])}** — {c['claim']} ({c['source']}). {c['evidence']}" for c in claims)

@@ -634,15 +634,8 @@ def run(config: Config) -> dict:
     summary["claims"] = judge(summary, config.quick)
     write_figures(out, summary, records)
     summary["seconds"] = time.perf_counter() - started
-    common.write_report(out, report(summary))
-    common.write_summary(out, summary, SUMMARY_SCHEMA)
-    for c in summary["claims"]:
-        print(f"  {common.verdict(c['held']):<22} {c['claim']}")
-    print(headline(summary))
-    return common.read_summary(out)
+    return common.finish_lesson(out, summary, report(summary), SUMMARY_SCHEMA, headline(summary))
 
 
 def headline(summary: dict) -> str:
-    held = sum(1 for c in summary["claims"] if c["held"])
-    judged = sum(1 for c in summary["claims"] if c["held"] is not None)
-    return f"{held}/{judged} of the judged claims on depth held ({len(summary['claims']) - judged} not judged here)"
+    return common.claims_headline(summary["claims"], "depth")

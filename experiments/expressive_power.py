@@ -414,14 +414,8 @@ def run(config: Config) -> dict:
     summary["claims"] = judge(summary, config.quick)
     summary["seconds"] = time.perf_counter() - started
     write_figures(out, drawn, fits, summary, histories)
-    common.write_report(out, report(summary))
-    common.write_summary(out, summary, SUMMARY_SCHEMA)
-    for c in summary["claims"]:
-        print(f"  {common.verdict(c['held']):<22} {c['claim']}")
-    print(headline(summary))
-    return common.read_summary(out)
+    return common.finish_lesson(out, summary, report(summary), SUMMARY_SCHEMA, headline(summary))
 
 
 def headline(summary: dict) -> str:
-    held = sum(1 for c in summary["claims"] if c["held"])
-    return f"{held}/{len(summary['claims'])} of the notes' claims on expressive power held"
+    return common.claims_headline(summary["claims"], "expressive power")

@@ -830,14 +830,8 @@ def run(config: Config) -> dict:
     summary["seconds"] = time.perf_counter() - started
     write_figures(out, summary, {"grid": grid_histories, "annealing": annealing_histories,
                                  "batch_size": batch_histories}, bowl_paths)
-    common.write_report(out, report(summary))
-    common.write_summary(out, summary, SUMMARY_SCHEMA)
-    for c in summary["claims"]:
-        print(f"  {common.verdict(c['held']):<22} {c['claim']}")
-    print(headline(summary))
-    return common.read_summary(out)
+    return common.finish_lesson(out, summary, report(summary), SUMMARY_SCHEMA, headline(summary))
 
 
 def headline(summary: dict) -> str:
-    held = sum(1 for c in summary["claims"] if c["held"])
-    return f"{held}/{len(summary['claims'])} of the notes' claims on optimisation held"
+    return common.claims_headline(summary["claims"], "optimisation")

@@ -732,16 +732,8 @@ def run(config: Config) -> dict:
                  "augmentation": augmentation_histories, "example": splits["train"][0][0]}
     write_figures(out, config, summary, drawn, dataset.x_train.shape[1:], histories)
     summary["seconds"] = time.perf_counter() - started
-    common.write_report(out, report(summary))
-    common.write_summary(out, summary, SUMMARY_SCHEMA)
-    for c in summary["claims"]:
-        print(f"  {common.verdict(c['held']):<22} {c['claim']}")
-    print(headline(summary))
-    return common.read_summary(out)
+    return common.finish_lesson(out, summary, report(summary), SUMMARY_SCHEMA, headline(summary))
 
 
 def headline(summary: dict) -> str:
-    held = sum(1 for c in summary["claims"] if c["held"])
-    judged_ = sum(1 for c in summary["claims"] if c["held"] is not None)
-    unjudged = len(summary["claims"]) - judged_
-    return f"{held}/{judged_} of the judged claims on regularization held ({unjudged} not judged)"
+    return common.claims_headline(summary["claims"], "regularization")

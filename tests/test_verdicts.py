@@ -24,3 +24,8 @@ def test_the_command_prints_a_table_per_experiment_with_results(tmp_path, capsys
     out = capsys.readouterr().out
     assert "**optimizers** (quick 1.5 min, full 1.5 min)" in out and "| a claim | S1 | not judged | held |" in out
     assert "**depth**" not in out  # no results: no table
+
+
+def test_the_headline_counts_held_among_the_judged_claims():
+    claims = [{"held": True}, {"held": False}, {"held": None}, {"held": True}]
+    assert common.claims_headline(claims, "depth") == "2/3 of the judged claims on depth held (1 not judged)"
