@@ -127,11 +127,14 @@ def _history_from_json(history: dict, stacked: bool) -> dict[str, list]:
 
 
 def _settings(runs, batch_size, hyperparams, l1, l2, regularize_from_epoch, early_stopping, reduce_on_plateau,
-              augment) -> dict:
+              augment, compute_dtype) -> dict:
     """What a resumed run must share with the run that wrote the checkpoint (JSON)."""
-    return to_json({"runs": runs, "batch_size": batch_size, "hyperparams": hyperparams, "l1": l1, "l2": l2,
-                    "regularize_from_epoch": regularize_from_epoch, "early_stopping": early_stopping,
-                    "reduce_on_plateau": reduce_on_plateau, "augment": augment is not None})
+    settings = {"runs": runs, "batch_size": batch_size, "hyperparams": hyperparams, "l1": l1, "l2": l2,
+                "regularize_from_epoch": regularize_from_epoch, "early_stopping": early_stopping,
+                "reduce_on_plateau": reduce_on_plateau, "augment": augment is not None}
+    if compute_dtype is not None:  # absent from the checkpoints of full-precision runs, as before it existed
+        settings["compute_dtype"] = str(jnp.dtype(compute_dtype))
+    return to_json(settings)
 
 
 class Programs(NamedTuple):
@@ -154,13 +157,13 @@ def _one_run(fn: Callable, batched: int) -> Callable:
 
 
 def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmapped, augment, metrics_fn,
-             num_metrics_data, batch_sharding) -> Programs:
+             num_metrics_data, batch_sharding, compute_dtype) -> Programs:
     x_axis = 0 if augment is not None and vmapped else None
     in_axes = (0, x_axis, None, 0, 0, 0)
     spmd = RUNS if batch_sharding is not None else None  # the runs' mesh axis, for the batch's sharding
     if engine == "scan":
         epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                 batch_sharding=batch_sharding)
+                                 batch_sharding=batch_sharding, compute_dtype=compute_dtype)
         if vmapped:
             epoch = jax.jit(jax.vmap(epoch_fn, in_axes=in_axes, spmd_axis_name=spmd))
         else:  # (train_state, x, t, key, l1, l2): the state, key and penalties carry the run axis
@@ -168,10 +171,11 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
                 epoch_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
     elif vmapped:
         epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                   in_axes=in_axes, batch_sharding=batch_sharding, spmd_axis_name=spmd)
+                                   in_axes=in_axes, batch_sharding=batch_sharding, spmd_axis_name=spmd,
+                                   compute_dtype=compute_dtype)
     else:
         step_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                        batch_sharding=batch_sharding)
+                                        batch_sharding=batch_sharding, compute_dtype=compute_dtype)
 
         def epoch(ts, x, t, k, a, b):
             return _add_run_axis(step_epoch(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b)))
@@ -192,7 +196,7 @@ def train_runs(
     l1, l2, regularize_from_epoch: int, penalty_mask, reduce_on_plateau: ReduceOnPlateau | None,
     checkpoint_dir: str | Path | None, augment: Callable | None, metrics_fn: Callable | None,
     metrics_data: tuple, on_epoch_end: Callable[[dict], None] | None, on_non_finite: str, engine: str,
-    devices: Sequence[jax.Device] | None, mesh: Mesh | None, progress: bool, description: str,
+    devices: Sequence[jax.Device] | None, mesh: Mesh | None, compute_dtype, progress: bool, description: str,
 ) -> Outcome:
     """Trains ``params``/``state`` (leaves (runs, …) when ``stacked``, else one run) as documented
     by :func:`jaxnets.fit_seeds`; ``caller`` names the public function in error messages."""
@@ -231,7 +235,7 @@ def train_runs(
         raise ValueError(f"{caller}: reduce_on_plateau needs an injectable learning rate (an optimizer from "
                          "jaxnets.optim.optimizer)")
     settings = _settings(runs, batch_size, optimizer_values, l1, l2,
-                         regularize_from_epoch, early_stopping, reduce_on_plateau, augment)
+                         regularize_from_epoch, early_stopping, reduce_on_plateau, augment, compute_dtype)
     one_key = keys[0]
     augment = checked_augment(caller, augment, one_key, x)
 
@@ -246,7 +250,8 @@ def train_runs(
     use_l1, use_l2 = bool(np.any(l1 != 0)), bool(np.any(l2 != 0))
     programs = _compile(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
                         engine=choose_engine(engine, model), vmapped=padded > 1, augment=augment,
-                        metrics_fn=metrics_fn, num_metrics_data=len(metrics_data), batch_sharding=layout.batch)
+                        metrics_fn=metrics_fn, num_metrics_data=len(metrics_data), batch_sharding=layout.batch,
+                        compute_dtype=compute_dtype)
 
     # ------------------------------------------------------------------------ state, resume
     opt_state = optim.set_hyperparams(jax.vmap(optimizer.init)(params), **optimizer_values)
@@ -261,10 +266,10 @@ def train_runs(
     start_epoch = 0
     if checkpoint_dir is not None and ckpt.latest_step(checkpoint_dir) is not None:
         saved = ckpt.read_metadata(checkpoint_dir).get("settings") or {}
-        differ = [name for name in settings if saved.get(name) != settings[name]]
+        differ = [name for name in {**saved, **settings} if saved.get(name) != settings.get(name)]
         if differ:
             raise ValueError(f"{caller}: the checkpoint in {str(checkpoint_dir)!r} was made with other settings: "
-                             + "; ".join(f"{n} {saved.get(n)} there, {settings[n]} now" for n in differ)
+                             + "; ".join(f"{n} {saved.get(n)} there, {settings.get(n)} now" for n in differ)
                              + ". Remove it or use another checkpoint_dir")
         tree, meta = ckpt.restore_checkpoint(checkpoint_dir, {"train": ts, "keys": keys, "loop": loop})
         if not np.array_equal(key_data(tree["keys"]), key_data(keys)):

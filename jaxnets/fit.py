@@ -74,6 +74,7 @@ def fit(
     engine: str = "auto",
     devices: Sequence[jax.Device] | None = None,
     mesh: Mesh | None = None,
+    compute_dtype: str | None = None,
     progress: bool = True,
     description: str = "training",
 ) -> FitResult:
@@ -113,6 +114,9 @@ def fit(
         replicated, the gradient is averaged over the devices inside the compiled step, batch-norm
         statistics are the whole batch's; the result equals the one-device run up to float rounding.
         ``batch_size`` must divide by the number of devices.
+      compute_dtype: mixed precision, e.g. ``"bfloat16"`` (default None: the params' dtype). The forward
+        and backward pass of each step run in it; params, optimizer state, the loss and the evaluation
+        stay float32 (bfloat16 has float32's exponent range: no loss scaling is needed).
     """
     if devices is not None and mesh is not None:
         raise ValueError("fit: give devices or mesh, not both")
@@ -127,8 +131,8 @@ def fit(
         early_stopping=early_stopping, l1=l1, l2=l2, regularize_from_epoch=regularize_from_epoch,
         penalty_mask=penalty_mask, reduce_on_plateau=reduce_on_plateau, checkpoint_dir=checkpoint_dir,
         augment=augment, metrics_fn=metrics_fn, metrics_data=metrics_data, on_epoch_end=on_epoch_end,
-        on_non_finite=on_non_finite, engine=engine, devices=None, mesh=mesh, progress=progress,
-        description=description)
+        on_non_finite=on_non_finite, engine=engine, devices=None, mesh=mesh, compute_dtype=compute_dtype,
+        progress=progress, description=description)
     ts = jax.tree.map(lambda leaf: leaf[0], outcome.train_state)
     best, diverged = int(outcome.best_epoch[0]), int(outcome.diverged_epoch[0])
     return FitResult(ts.params, ts.state, ts.opt_state, outcome.history, best if best >= 0 else None,

@@ -48,21 +48,36 @@ class NonFiniteError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message names epoch, step and leaves."""
 
 
-def objective(model, loss: str | Callable, penalty_mask=None) -> Callable:
+def _cast_floats(tree, dtype):
+    """Every floating-point leaf of ``tree`` as ``dtype`` (integer leaves, e.g. labels, unchanged)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def objective(model, loss: str | Callable, penalty_mask=None, compute_dtype=None) -> Callable:
     """The training objective as a pure function.
 
     Returns ``f(params, state, x, t, key, train, l1, l2) -> (total, (new_state, outputs, data_loss))``
     where x: (batch, …), t: targets (batch, …), ``data_loss`` is the mean per-example loss and
     ``total = data_loss + l1·Σ|w| + l2·½Σw²`` over the weights selected by ``penalty_mask``. A
     penalty strength that is ``None`` or a Python 0 adds no term to the compiled program.
+    ``compute_dtype`` (e.g. ``"bfloat16"``; None: the params' own): mixed precision. The forward and
+    backward pass run on params and inputs cast to it; the outputs, the loss and the penalties are
+    float32, the gradient arrives in the params' dtype, and the new state keeps the state's dtypes.
     """
     loss_fn = get_loss(loss)
+    compute = None if compute_dtype is None else jnp.dtype(compute_dtype)
 
     def absent(strength) -> bool:
         return strength is None or (isinstance(strength, (int, float)) and strength == 0)
 
     def f(params, state, x, t, key, train, l1=None, l2=None):
-        outputs, new_state = model.apply(params, state, x, key=key, train=train)
+        if compute is None:
+            outputs, new_state = model.apply(params, state, x, key=key, train=train)
+        else:
+            outputs, new_state = model.apply(_cast_floats(params, compute), state, _cast_floats(x, compute),
+                                             key=key, train=train)
+            outputs = _cast_floats(outputs, jnp.float32)
+            new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
         data_loss = jnp.mean(loss_fn(outputs, t))
         total = data_loss
         if not absent(l1):
@@ -115,12 +130,13 @@ def is_classification(loss: str | Callable) -> bool:
     return loss in CLASSIFICATION_LOSSES
 
 
-def make_train_step(model, loss, optimizer: optax.GradientTransformation, penalty_mask=None) -> Callable:
+def make_train_step(model, loss, optimizer: optax.GradientTransformation, penalty_mask=None,
+                    compute_dtype=None) -> Callable:
     """``step(train_state, x, t, key, l1, l2) -> (train_state, (loss, correct))`` for one batch
     x: (batch, …); ``loss`` is the batch's mean data loss, ``correct`` the number right (0 for
-    losses that are not classification losses)."""
+    losses that are not classification losses). ``compute_dtype``: see :func:`objective`."""
     classification = is_classification(loss)
-    grad_fn = jax.value_and_grad(objective(model, loss, penalty_mask), has_aux=True)
+    grad_fn = jax.value_and_grad(objective(model, loss, penalty_mask, compute_dtype), has_aux=True)
 
     def step(ts: TrainState, x, t, key, l1, l2):
         (_, (new_state, outputs, data_loss)), grads = grad_fn(ts.params, ts.state, x, t, key, True, l1, l2)
@@ -148,7 +164,7 @@ def _batch(x, idx, batch_sharding):
 
 
 def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
-                  batch_sharding: jax.sharding.NamedSharding | None = None) -> Callable:
+                  batch_sharding: jax.sharding.NamedSharding | None = None, compute_dtype=None) -> Callable:
     """One training epoch as a pure function (not jitted; ``jax.jit`` it, or ``vmap`` it first).
 
     ``epoch(train_state, x, t, key, l1, l2) -> (train_state, (losses, num_correct))`` with
@@ -158,8 +174,9 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
     ``jax.vmap(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
     ``batch_sharding``: split each batch's leading axis over a mesh axis (data parallelism, e.g.
     ``NamedSharding(mesh, PartitionSpec("data"))``; under ``vmap`` pass ``spmd_axis_name`` for the runs).
+    ``compute_dtype``: mixed precision (:func:`objective`).
     """
-    step = make_train_step(model, loss, optimizer, penalty_mask)
+    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype)
 
     def epoch(ts: TrainState, x, t, key, l1=None, l2=None):
         perm_key, step_key = jax.random.split(key)
@@ -203,7 +220,7 @@ def _is_typed_key(key) -> bool:
 
 def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
                        in_axes: tuple | None = None, batch_sharding: jax.sharding.NamedSharding | None = None,
-                       spmd_axis_name: str | None = None) -> Callable:
+                       spmd_axis_name: str | None = None, compute_dtype=None) -> Callable:
     """One training epoch as one compiled call per batch (the ``"step"`` engine); the same
     batches, keys and updates as :func:`make_epoch_fn`, so both engines train alike.
 
@@ -215,9 +232,9 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
 
     ``in_axes``: ``None`` for one run, or the ``vmap`` axes of ``(train_state, x, t, key, l1, l2)``
     to train stacked runs (``key`` must be batched); losses and counts are then (runs, steps).
-    ``batch_sharding``, ``spmd_axis_name``: as in :func:`make_epoch_fn` (the mesh axis of the runs).
+    ``batch_sharding``, ``spmd_axis_name``, ``compute_dtype``: as in :func:`make_epoch_fn`.
     """
-    step = make_train_step(model, loss, optimizer, penalty_mask)
+    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype)
 
     def gathered(ts, x, t, idx, key, l1, l2):  # idx: (batch_size,) indices
         return step(ts, _batch(x, idx, batch_sharding), _batch(t, idx, batch_sharding), key, l1, l2)

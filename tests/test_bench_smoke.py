@@ -69,3 +69,24 @@ def test_quick_lenet_benchmark_prints_final_line_and_conv_forms_train_alike(caps
     assert auto["train_accuracy"] == pytest.approx(im2col["train_accuracy"], abs=2 / result["examples"])
     # the hand-written LeNet is the models' LeNet: the same layers (init differs: He vs Glorot)
     assert 0 < user["train_loss"] < 3
+
+
+def test_quick_mixed_precision_benchmark_prints_final_line():
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mixed_precision.py"), "--quick"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = run.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"bf16_accuracy_delta=([+-]\d\.\d{4}) bf16_speedup=(\d+\.\d\d)", last)
+    assert match, last
+    assert abs(float(match.group(1))) <= 0.05  # 2 epochs on the digits: bfloat16 trains like float32
+
+
+def test_quick_scaling_benchmark_trains_every_layout_to_the_one_device_params():
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_scaling.py"), "--quick"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = run.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"data_parallel_equal=(\S+) multiprocess_equal=(\S+) streamed_vs_in_memory=nan", last)
+    assert match, last
+    assert float(match.group(1)) < 1e-4 and float(match.group(2)) < 1e-4  # float rounding, not another training
+    assert "2 processes × 2" in run.stdout and "4 devices" in run.stdout

@@ -1,0 +1,137 @@
+"""Data parallelism: examples per second of ``jaxnets.fit`` on 1, 2, 4 (and 8) devices and on 2 processes, and
+whether every layout trains to the one-device params.
+
+Each layout runs in its own process (JAX fixes its devices at start): ``fit(..., mesh=parallel.data_mesh())``
+trains the main job's MLP (784 → 256 → 256 → 10, Adam, batch 256) and the small ResNet (``models.resnet()``,
+batch 64; not in ``--quick``) on the first Fashion-MNIST images (digits when it is not installed) for a few
+epochs from the same params and key. A CPU run splits the batch over simulated CPU devices
+(``jax_num_cpu_devices``) that share the machine's cores: its numbers show that the layouts agree and what the
+splitting costs, not a speed-up; on GPUs (``--devices`` up to the GPU count) they are the real scaling. The
+2-process layout is ``python -m jaxnets.launch --processes 2`` with half the devices in each.
+
+Reported per layout and network: steady examples/s (the best epoch after the first) and the largest
+|param − one-device param|. The last line is ``data_parallel_equal=<max |Δparam| over the one-process
+layouts> multiprocess_equal=<max |Δparam| of 2 processes> streamed_vs_in_memory=nan`` (the streamed-data path
+is not built yet).
+
+Command: ``python benchmarks/bench_scaling.py [--devices 1,2,4,8]`` (≈ 5 min on 2 CPU cores); ``--quick``: the
+MLP only, 1,024 images, 2 epochs, devices 1, 2, 4 (≈ 1 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NETWORKS = {"mlp": 256, "resnet": 64}  # name → batch size
+
+
+def worker(out: str, devices: int | None, networks: list[str], examples: int, epochs: int) -> None:
+    """One layout: trains each network, writes ``{network: {"examples_per_s", "params"}}`` to ``out``
+    (process 0; .npz of the params next to it)."""
+    import jax
+
+    from jaxnets import distributed, runtime
+
+    if os.environ.get(distributed.NUM_PROCESSES_ENV):
+        distributed.initialize()
+    else:
+        runtime.use_cpu_devices(devices)
+    import jaxnets as jn
+    from jaxnets import data, models, optim, parallel
+
+    dataset = data.load_default()[0]
+    x, y = dataset.x_train[:examples], dataset.y_train[:examples]
+    record, arrays = {"devices": jax.device_count(), "processes": jax.process_count()}, {}
+    for name in networks:
+        model = (models.mlp([256, 256, dataset.num_classes], activation="relu") if name == "mlp"
+                 else models.resnet(dataset.num_classes))
+        params, state = model.init(jax.random.PRNGKey(0), x[:1])
+        batch = NETWORKS[name]
+        result = jn.fit(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-3),
+                        epochs=epochs, batch_size=batch, key=jax.random.PRNGKey(1), progress=False,
+                        mesh=parallel.data_mesh())
+        steady = min(result.history["seconds"][1:]) if epochs > 1 else result.history["seconds"][0]
+        record[name] = {"examples_per_s": (len(x) // batch) * batch / steady}
+        for i, leaf in enumerate(jax.tree.leaves(result.params)):
+            arrays[f"{name}_{i}"] = np.asarray(leaf)
+    if jax.process_index() == 0:
+        np.savez(out + ".npz", **arrays)
+        Path(out).write_text(json.dumps(record))
+
+
+def run_layout(tmp: Path, label: str, devices: int, processes: int, args) -> dict:
+    out = str(tmp / label)
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", out, "--networks", ",".join(args.networks),
+               "--examples", str(args.examples), "--epochs", str(args.epochs)]
+    if processes > 1:
+        command = [sys.executable, "-m", "jaxnets.launch", "--processes", str(processes), "--devices-per-process",
+                   str(devices // processes), "--timeout", "1200", "--", *command]
+    else:
+        command += ["--devices", str(devices)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAXNETS_")}
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1500)
+    if run.returncode != 0:
+        raise RuntimeError(f"layout {label} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+    record = json.loads(Path(out).read_text())
+    record["params"] = dict(np.load(out + ".npz"))
+    return record
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the MLP only, 1,024 images, 2 epochs, 1/2/4 devices")
+    parser.add_argument("--devices", default=None, help="comma-separated device counts (default 1,2,4)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--networks", default=None, help="comma-separated: mlp, resnet (default both; quick: mlp)")
+    parser.add_argument("--examples", type=int, default=None, help="training images (default 4,096; quick 1,024)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default 3; quick 2)")
+    args = parser.parse_args(argv)
+    args.networks = (args.networks or ("mlp" if args.quick else "mlp,resnet")).split(",")
+    args.examples = args.examples or (1024 if args.quick else 4096)
+    args.epochs = args.epochs or (2 if args.quick else 3)
+    if args.worker:  # one layout, in this process (started by run_layout)
+        worker(args.worker, int(args.devices) if args.devices else None, args.networks, args.examples, args.epochs)
+        return
+    counts = [int(c) for c in (args.devices or "1,2,4").split(",")]
+    if 1 not in counts:
+        counts = [1, *counts]
+    layouts = [(f"{n} device{'s' * (n > 1)}", n, 1) for n in counts]
+    if max(counts) >= 2:
+        top = max(c for c in counts if c % 2 == 0)
+        layouts.append((f"2 processes × {top // 2}", top, 2))
+    from benchmarks import common
+
+    info = common.environment()
+    print(f"{info['cpu']}, {info['cores']} cores ({info['simd']}), jax {info['versions']['jax']}; networks "
+          f"{', '.join(args.networks)}; {args.examples} images, {args.epochs} epochs")
+    rows, results = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, devices, processes in layouts:
+            results[label] = run_layout(Path(tmp), label.replace(" ", "_").replace("×", "x"), devices, processes, args)
+            print(f"  {label}: " + ", ".join(f"{n} {results[label][n]['examples_per_s']:.0f} examples/s"
+                                            for n in args.networks), flush=True)
+    reference = results[layouts[0][0]]["params"]
+    worst = {}
+    for label, record in results.items():
+        worst[label] = max(float(np.max(np.abs(record["params"][k] - reference[k]))) for k in reference)
+        rows.append({"layout": label, **{f"{n} examples/s": record[n]["examples_per_s"] for n in args.networks},
+                     "max |Δparam|": worst[label]})
+    print(common.format_table(rows, ["layout", *[f"{n} examples/s" for n in args.networks], "max |Δparam|"]))
+    single = max(v for k, v in worst.items() if "process" not in k)
+    multi = max((v for k, v in worst.items() if "process" in k), default=float("nan"))
+    print(f"data_parallel_equal={single:.2e} multiprocess_equal={multi:.2e} streamed_vs_in_memory=nan")
+
+
+if __name__ == "__main__":
+    main()
