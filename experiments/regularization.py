@@ -161,14 +161,6 @@ def with_dropout_rates(state: dict, rates) -> dict:
 # --------------------------------------------------------------------------------------- the data
 
 
-def load(config: Config) -> data.Dataset:
-    if config.dataset:
-        return data.load_dataset(config.dataset)
-    dataset, message = data.load_default()
-    print(message)
-    return dataset
-
-
 def split(dataset: data.Dataset, config: Config) -> dict:
     """The training subset and the validation split, disjoint and drawn from the shuffled training set
     (fewer when the set is small, keeping their ratio), and the whole test set:
@@ -702,7 +694,7 @@ def run(config: Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     settings = config.resolved()
     seeds = list(range(config.seed, config.seed + settings["seeds"]))
-    dataset = load(config)
+    dataset = common.load_dataset(config.dataset)
     splits = split(dataset, config)
     model = mlp(config.hidden, dataset.num_classes)
     print(f"regularization on {dataset.name}: {len(splits['train'][0])} training images, {len(seeds)} seeds "

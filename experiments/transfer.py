@@ -138,14 +138,6 @@ class Config:
 # -------------------------------------------------------------------------------------------- data
 
 
-def load(config: Config) -> data.Dataset:
-    if config.dataset:
-        return data.load_dataset(config.dataset)
-    dataset, message = data.load_default()
-    print(message)
-    return dataset
-
-
 def select_classes(x: np.ndarray, y: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
     """The examples of ``classes`` with labels renumbered 0, 1, … in the order of ``classes``:
     x (N, …), y (N,) → x (M, …), labels (M,) int32 (classes 5–9 become 0–4)."""
@@ -555,7 +547,7 @@ def run(config: Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     settings = config.resolved()
     seeds = list(range(config.seed, config.seed + settings["seeds"]))
-    dataset = load(config)
+    dataset = common.load_dataset(config.dataset)
     print(f"transfer on {dataset.name}: {len(seeds)} seeds ({'quick' if config.quick else 'full'})", flush=True)
     params, state, pre = pretrain(config, settings, dataset, seeds)
     print(f"  pre-trained on classes 0–4: test accuracy {np.mean(pre['test_accuracy']):.4f} ({pre['seconds']:.0f} s)",
