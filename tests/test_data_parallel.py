@@ -247,3 +247,55 @@ def test_a_process_killed_mid_training_ends_the_run_within_a_bounded_time(tmp_pa
     assert launched.returncode not in (0, 124), (launched.returncode, launched.stderr[-3000:])  # failed, not timed out
     assert "finished" not in launched.stdout
     assert elapsed < 90, elapsed
+
+
+SEEDS_SCRIPT = """
+import sys
+import jax
+import numpy as np
+from jaxnets import distributed
+
+mode, out = sys.argv[1], sys.argv[2]
+if mode == "two_processes":
+    distributed.initialize(heartbeat_timeout_s=5)
+from jaxnets import data, models, optim, parallel
+from jaxnets.seeds import fit_seeds, init_runs, seed_keys
+
+ds = data.load_digits()
+x, y = ds.x_train[:512], ds.y_train[:512]
+model = models.mlp([32, 10], activation="relu")
+keys = seed_keys([0, 1, 2])
+params, state = init_runs(model, keys, x[:1])
+# two processes: the runs split over both processes' devices (2 rows of 2: one row per process)
+mesh = parallel.runs_data_mesh(3) if mode == "two_processes" else None
+result = fit_seeds(model, params, state, (x, y), loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2),
+                   epochs=3, batch_size=64, keys=keys, progress=False, validation_data=(ds.x_test, ds.y_test),
+                   mesh=mesh, early_stopping=1, hyperparams={"learning_rate": [1e-2, 3e-3, 1e-3]})
+arrays = {f"param_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(result.params))}
+arrays.update(loss=np.asarray(result.history["train_loss"]), best_epoch=np.asarray(result.best_epoch))
+np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
+print("trained", mode, dict(mesh.shape) if mesh is not None else "one device")
+"""
+
+
+def test_fit_seeds_splits_its_runs_over_the_devices_of_two_processes(tmp_path):
+    import numpy as np
+
+    script = tmp_path / "seeds.py"
+    script.write_text(SEEDS_SCRIPT)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("JAXNETS_", "SLURM_", "OMPI_"))}
+    launched = subprocess.run([sys.executable, "-m", "jaxnets.launch", "--processes", "2", "--devices-per-process",
+                               "2", "--timeout", "200", "--", sys.executable, str(script), "two_processes",
+                               str(tmp_path)], capture_output=True, text=True, timeout=240, env=env)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    assert "[p1] trained two_processes {'runs': 2, 'data': 2}" in launched.stdout
+    alone = subprocess.run([sys.executable, str(script), "one_device", str(tmp_path)], capture_output=True, text=True,
+                           timeout=240, env=env)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    reference = dict(np.load(tmp_path / "one_device_0.npz"))
+    for process in (0, 1):
+        arrays = dict(np.load(tmp_path / f"two_processes_{process}.npz"))
+        assert arrays["loss"].shape == (3, 3)  # (epochs, runs): every run's numbers, in every process
+        np.testing.assert_array_equal(arrays["best_epoch"], reference["best_epoch"])
+        for key in reference:
+            np.testing.assert_allclose(arrays[key], reference[key], rtol=0, atol=1e-5, err_msg=key)
