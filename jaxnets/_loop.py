@@ -1,8 +1,9 @@
 """The one epoch driver under :func:`jaxnets.fit` (one run) and :func:`jaxnets.fit_seeds` (many).
 
 Every run lives on a leading run axis: R runs are stacked (``fit`` is one run, R = 1), padded to a
-multiple of the devices (:mod:`jaxnets.parallel`) and trained by one compiled epoch per call —
-vmapped over the runs when there are several, the plain epoch when there is one. Python runs once
+multiple of the mesh's ``"runs"`` axis (:mod:`jaxnets.parallel`; each batch split over its ``"data"``
+axis) and trained by one compiled epoch per call — vmapped over the runs when there are several, the
+plain epoch when there is one; the same in every process of a multi-process run. Python runs once
 per epoch: it checks the losses, evaluates, asks the monitors (early stopping and plateau annealing,
 per run), appends to the history, saves a checkpoint and calls ``on_epoch_end``.
 
