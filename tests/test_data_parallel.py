@@ -143,6 +143,23 @@ def test_bad_meshes_and_batch_sizes_are_errors_that_say_what_to_change():
 
 # --------------------------------------------------------------------------- several processes
 
+
+def clean_env() -> dict:
+    """This environment without the variables of an enclosing run (jaxnets', SLURM's, Open MPI's)."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("JAXNETS_", "SLURM_", "OMPI_"))}
+
+
+def run_python(*args: str, processes: int = 1, launcher_timeout: int = 200) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a fresh process, or under ``python -m jaxnets.launch`` as ``processes`` processes of 2 CPU
+    devices each (bounded twice: the launcher's timeout and the subprocess timeout around it)."""
+    command = [sys.executable, *args]
+    if processes > 1:
+        command = [sys.executable, "-m", "jaxnets.launch", "--processes", str(processes), "--devices-per-process", "2",
+                   "--timeout", str(launcher_timeout), "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=launcher_timeout + 40, env=clean_env())
+
 TRAIN_SCRIPT = """
 import sys
 import jax
@@ -183,15 +200,11 @@ print("trained", mode, jax.process_index(), jax.device_count())
 def test_two_processes_of_two_devices_train_to_the_params_of_one_process_and_of_one_device(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("JAXNETS_", "SLURM_", "OMPI_"))}
-    launched = subprocess.run([sys.executable, "-m", "jaxnets.launch", "--processes", "2", "--devices-per-process",
-                               "2", "--timeout", "200", "--", sys.executable, str(script), "two_processes",
-                               str(tmp_path)], capture_output=True, text=True, timeout=240, env=env)
+    launched = run_python(str(script), "two_processes", str(tmp_path), processes=2)
     assert launched.returncode == 0, launched.stderr[-4000:]
     assert "[p0] trained two_processes 0 4" in launched.stdout and "[p1] trained two_processes 1 4" in launched.stdout
     for mode in ("four_devices", "one_device"):
-        run = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], capture_output=True, text=True,
-                             timeout=240, env=env)
+        run = run_python(str(script), mode, str(tmp_path))
         assert run.returncode == 0, run.stderr[-4000:]
     import numpy as np
 
@@ -238,11 +251,8 @@ def test_a_process_killed_mid_training_ends_the_run_within_a_bounded_time(tmp_pa
 
     script = tmp_path / "killed.py"
     script.write_text(KILLED_SCRIPT)
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("JAXNETS_", "SLURM_", "OMPI_"))}
     start = time.monotonic()
-    launched = subprocess.run([sys.executable, "-m", "jaxnets.launch", "--processes", "2", "--devices-per-process",
-                               "2", "--timeout", "100", "--", sys.executable, str(script)], capture_output=True,
-                              text=True, timeout=150, env=env)
+    launched = run_python(str(script), processes=2, launcher_timeout=100)
     elapsed = time.monotonic() - start
     assert launched.returncode not in (0, 124), (launched.returncode, launched.stderr[-3000:])  # failed, not timed out
     assert "finished" not in launched.stdout
@@ -283,14 +293,10 @@ def test_fit_seeds_splits_its_runs_over_the_devices_of_two_processes(tmp_path):
 
     script = tmp_path / "seeds.py"
     script.write_text(SEEDS_SCRIPT)
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("JAXNETS_", "SLURM_", "OMPI_"))}
-    launched = subprocess.run([sys.executable, "-m", "jaxnets.launch", "--processes", "2", "--devices-per-process",
-                               "2", "--timeout", "200", "--", sys.executable, str(script), "two_processes",
-                               str(tmp_path)], capture_output=True, text=True, timeout=240, env=env)
+    launched = run_python(str(script), "two_processes", str(tmp_path), processes=2)
     assert launched.returncode == 0, launched.stderr[-4000:]
     assert "[p1] trained two_processes {'runs': 2, 'data': 2}" in launched.stdout
-    alone = subprocess.run([sys.executable, str(script), "one_device", str(tmp_path)], capture_output=True, text=True,
-                           timeout=240, env=env)
+    alone = run_python(str(script), "one_device", str(tmp_path))
     assert alone.returncode == 0, alone.stderr[-4000:]
     reference = dict(np.load(tmp_path / "one_device_0.npz"))
     for process in (0, 1):
