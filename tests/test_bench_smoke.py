@@ -35,11 +35,16 @@ def test_summaries_and_table():
     assert table[0].split() == ["|", "a", "|", "b", "|"] and "1.235" in table[2] and "-" in table[2]
 
 
-def test_quick_benchmark_prints_final_line():
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mlp.py"), "--quick"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+def run_quick(script: str, timeout: int = 600) -> tuple[str, str]:
+    """``python benchmarks/SCRIPT --quick`` in a fresh process; it must succeed. Returns (stdout, its last line)."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
-    last = run.stdout.strip().splitlines()[-1]
+    return run.stdout, run.stdout.strip().splitlines()[-1]
+
+
+def test_quick_benchmark_prints_final_line():
+    _, last = run_quick("bench_mlp.py")
     match = FINAL_LINE.fullmatch(last)
     assert match, last
     for value in match.groups():
@@ -72,21 +77,15 @@ def test_quick_lenet_benchmark_prints_final_line_and_conv_forms_train_alike(caps
 
 
 def test_quick_mixed_precision_benchmark_prints_final_line():
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mixed_precision.py"), "--quick"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    last = run.stdout.strip().splitlines()[-1]
+    _, last = run_quick("bench_mixed_precision.py")
     match = re.fullmatch(r"bf16_accuracy_delta=([+-]\d\.\d{4}) bf16_speedup=(\d+\.\d\d)", last)
     assert match, last
     assert abs(float(match.group(1))) <= 0.05  # 2 epochs on the digits: bfloat16 trains like float32
 
 
 def test_quick_scaling_benchmark_trains_every_layout_to_the_one_device_params():
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_scaling.py"), "--quick"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    last = run.stdout.strip().splitlines()[-1]
+    out, last = run_quick("bench_scaling.py", timeout=900)
     match = re.fullmatch(r"data_parallel_equal=(\S+) multiprocess_equal=(\S+) streamed_vs_in_memory=nan", last)
     assert match, last
     assert float(match.group(1)) < 1e-4 and float(match.group(2)) < 1e-4  # float rounding, not another training
-    assert "2 processes × 2" in run.stdout and "4 devices" in run.stdout
+    assert "2 processes × 2" in out and "4 devices" in out
