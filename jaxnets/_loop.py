@@ -41,8 +41,9 @@ from jaxnets import optim
 from jaxnets._checks import check_pair, checked_augment, key_data, resolve_hyperparams, stack_keys
 from jaxnets._util import path_str, to_json, unknown
 from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, ReduceOnPlateau
+from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
 from jaxnets.parallel import RUNS, first_runs, pad_runs, put, run_layout, to_device, to_host
-from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_epoch_fn,
+from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn, make_epoch_fn,
                            make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn)
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "stopped",
@@ -141,7 +142,8 @@ def _settings(runs, batch_size, hyperparams, l1, l2, regularize_from_epoch, earl
 class Programs(NamedTuple):
     """The compiled pieces of one call, all on stacked runs (the plain epoch when there is one run)."""
 
-    epoch: Callable  # (train_state, x, t, keys, l1, l2) -> (train_state, (losses, corrects)), both (runs, …)
+    epoch: Callable  # (train_state, x, t, keys, l1, l2) -> (train_state, (losses, corrects)), both (runs, …);
+    # streamed: the chunk program, x and t (K, batch, …), keys (runs, K)
     epoch_keys: Callable  # (keys, epoch) -> fold_in of each run's key
     split_keys: Callable  # keys -> (augmentation keys, epoch keys)
     augment: Callable | None  # (keys, x) -> each run's augmented x
@@ -158,11 +160,19 @@ def _one_run(fn: Callable, batched: int) -> Callable:
 
 
 def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmapped, augment, metrics_fn,
-             num_metrics_data, batch_sharding, compute_dtype) -> Programs:
+             num_metrics_data, batch_sharding, compute_dtype, streamed) -> Programs:
     x_axis = 0 if augment is not None and vmapped else None
     in_axes = (0, x_axis, None, 0, 0, 0)
     spmd = RUNS if batch_sharding is not None else None  # the runs' mesh axis, for the batch's sharding
-    if engine == "scan":
+    if streamed:  # (train_state, xs, ts, keys, l1, l2) for chunks of batches (K, batch, …) shared by the runs
+        chunk_fn = make_chunk_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
+                                 compute_dtype=compute_dtype)
+        if vmapped:
+            epoch = jax.jit(jax.vmap(chunk_fn, in_axes=(0, None, None, 0, 0, 0), spmd_axis_name=spmd))
+        else:
+            epoch = jax.jit(lambda ts, x, t, k, a, b: _add_run_axis(
+                chunk_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
+    elif engine == "scan":
         epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
                                  batch_sharding=batch_sharding, compute_dtype=compute_dtype)
         if vmapped:
@@ -223,10 +233,22 @@ def train_runs(
         if leaf.shape[:1] != (runs,):
             raise ValueError(f"{caller}: {('params', 'state')[path[0].idx]} leaf {path_str(path[1:])} has shape "
                              f"{leaf.shape}; expected a leading run axis of {runs} (one per key)")
-    x, t = (jnp.asarray(a) for a in train_data)
+    source = as_source(train_data)
+    if source is None:
+        x, t = (jnp.asarray(a) for a in train_data)
+        num_examples = x.shape[0]
+    else:  # streamed: the checks look at the first batch, the training reads chunk by chunk
+        x, t = (jnp.asarray(a) for a in source.sample(batch_size))
+        num_examples = source.num_examples if isinstance(source, HostArrays) else batch_size
+        if augment is not None:
+            raise ValueError(f"{caller}: augment= works on training data in memory; with a streamed source, "
+                             "augment the batches as the source makes them")
+        if checkpoint_dir is not None and isinstance(source, HostBatches) and not source.resumable:
+            raise ValueError(f"{caller}: a checkpoint must hold the data position, and this iterator has no "
+                             "get_state()/set_state(); give a re-iterable source or one with them")
     check_pair(f"{caller}: train_data", model, params, state, x, t, loss, stacked=True)
-    if x.shape[0] < batch_size:
-        raise ValueError(f"{caller}: batch_size {batch_size} is larger than the {x.shape[0]} training examples")
+    if num_examples < batch_size:
+        raise ValueError(f"{caller}: batch_size {batch_size} is larger than the {num_examples} training examples")
     if validation_data is not None:
         x_val, t_val = (jnp.asarray(a) for a in validation_data)
         check_pair(f"{caller}: validation_data", model, params, state, x_val, t_val, loss, stacked=True)
@@ -237,8 +259,7 @@ def train_runs(
                          "jaxnets.optim.optimizer)")
     settings = _settings(runs, batch_size, optimizer_values, l1, l2,
                          regularize_from_epoch, early_stopping, reduce_on_plateau, augment, compute_dtype)
-    one_key = keys[0]
-    augment = checked_augment(caller, augment, one_key, x)
+    augment = checked_augment(caller, augment, keys[0], x)
 
     # --------------------------------------------------------------------- compiled pieces
     layout = run_layout(runs, devices, mesh)
@@ -247,12 +268,13 @@ def train_runs(
                          f"devices of the mesh's 'data' axis; use a multiple of {layout.data_devices}")
     padded = layout.padded
     classification = is_classification(loss)
-    steps = x.shape[0] // batch_size
     use_l1, use_l2 = bool(np.any(l1 != 0)), bool(np.any(l2 != 0))
     programs = _compile(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
                         engine=choose_engine(engine, model), vmapped=padded > 1, augment=augment,
                         metrics_fn=metrics_fn, num_metrics_data=len(metrics_data), batch_sharding=layout.batch,
-                        compute_dtype=compute_dtype)
+                        compute_dtype=compute_dtype, streamed=source is not None)
+    streamed = (None if source is None else
+                StreamedEpoch(source, programs.epoch, batch_size=batch_size, layout=layout))
 
     # ------------------------------------------------------------------------ state, resume
     opt_state = optim.set_hyperparams(jax.vmap(optimizer.init)(params), **optimizer_values)
@@ -283,11 +305,14 @@ def train_runs(
                                  diverged_epoch=np.asarray(restored.diverged_epoch))
         history = _history_from_json(meta["history"], stacked)
         start_epoch = int(meta["epoch"]) + 1
+        if source is not None:
+            source.restore(meta.get("data_position"))
     # everything on its devices, the run count padded to a multiple of them
     ts, keys_dev, best = put(pad_runs((ts, keys, (loop.best_params, loop.best_state)), padded), layout.split)
     early, plateau = pad_runs((loop.early, loop.plateau), padded)
     diverged = pad_runs(loop.diverged_epoch, padded)
-    x, t = put((x, t), layout.replicated)
+    if source is None:
+        x, t = put((x, t), layout.replicated)
     if validation_data is not None:
         x_val, t_val = put((x_val, t_val), layout.replicated)
     metrics_data = tuple(put(jnp.asarray(a), layout.replicated) for a in metrics_data)
@@ -313,7 +338,11 @@ def train_runs(
         if augment is not None:
             augment_key, key_now = programs.split_keys(key_now)
             x_now = programs.augment(augment_key, x)
-        new_ts, (losses, corrects) = programs.epoch(ts, x_now, t, key_now, l1_now, l2_now)
+        if streamed is None:
+            new_ts, (losses, corrects) = programs.epoch(ts, x_now, t, key_now, l1_now, l2_now)
+        else:  # every run reads the batches in the order run 0's key gives (fit's own order)
+            new_ts, (losses, corrects) = streamed(ts, key_now, l1_now, l2_now, epoch,
+                                                  jax.random.fold_in(keys[0], epoch))
         ts = new_ts if live.all() else _where_runs(put(live, layout.split), new_ts, ts)
         losses = to_host(losses).astype(np.float64)  # (padded, steps)
         newly = ~np.all(np.isfinite(losses), axis=1) & (diverged < 0) & live
@@ -322,7 +351,7 @@ def train_runs(
         diverged = np.where(newly, epoch, diverged)
         nan = np.full(padded, np.nan)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": np.where(live, losses.mean(axis=1), nan)}
-        record["train_accuracy"] = (np.where(live, to_host(corrects).astype(np.float64).sum(axis=1) / (steps * batch_size),
+        record["train_accuracy"] = (np.where(live, to_host(corrects).astype(np.float64).sum(axis=1) / (losses.shape[1] * batch_size),
                                              nan) if classification else nan)
         record["val_loss"], record["val_accuracy"] = nan, nan
         if validation_data is not None:
@@ -358,7 +387,8 @@ def train_runs(
         if checkpoint_dir is not None:
             loop = LoopState(*first_runs((early, plateau, *best), runs), diverged[:runs])
             ckpt.save_checkpoint(checkpoint_dir, epoch, {"train": first_runs(ts, runs), "keys": keys, "loop": loop},
-                                 metadata={"epoch": epoch, "history": history, "settings": settings})
+                                 metadata={"epoch": epoch, "history": history, "settings": settings,
+                                           "data_position": None if source is None else source.position()})
         if on_epoch_end is not None:
             on_epoch_end(dict(record))
         bar.set_postfix(_postfix(record, live[:runs], stacked, classification, validation_data is not None))

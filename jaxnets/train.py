@@ -9,6 +9,8 @@
 * :func:`make_step_epoch_fn` — the same epoch as one compiled call per batch (the ``"step"``
   engine), for one run or, with ``in_axes``, for stacked runs.
 * :func:`choose_engine` — which of the two an epoch uses.
+* :func:`make_chunk_fn` — K steps over K batches given to it (``lax.scan``): the compiled piece of an
+  epoch streamed from host data in chunks (:mod:`jaxnets.streaming`).
 * :func:`make_evaluate_fn` — loss and accuracy over a whole set, in batches, as one call;
   :func:`make_evaluate_runs_fn` and :func:`make_metrics_runs_fn` the same vmapped over stacked runs;
   :func:`evaluate` a one-off evaluation.
@@ -191,6 +193,32 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
         return jax.lax.scan(body, ts, (batches, step_keys))
 
     return epoch
+
+
+def make_chunk_fn(model, loss, optimizer, *, penalty_mask=None,
+                  batch_sharding: jax.sharding.NamedSharding | None = None, compute_dtype=None) -> Callable:
+    """K training steps over K given batches, as one pure function (``jax.jit`` it, or ``vmap`` it first).
+
+    ``chunk(train_state, xs, ts, keys, l1, l2) -> (train_state, (losses, num_correct))`` with
+    xs: (K, batch, …), ts: (K, batch, …), keys: (K,) step keys, losses and num_correct (K,). Batch k is
+    trained with key k, as step k of :func:`make_epoch_fn` is, so an epoch cut into chunks of the
+    same batches and keys trains as the in-memory epoch does. ``batch_sharding``, ``compute_dtype``:
+    as in :func:`make_epoch_fn`.
+    """
+    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype)
+
+    def constrain(batch):
+        return batch if batch_sharding is None else jax.lax.with_sharding_constraint(batch, batch_sharding)
+
+    def chunk(ts: TrainState, xs, ts_targets, keys, l1=None, l2=None):
+        def body(ts, inputs):
+            xb, tb, k = inputs
+            with conv_impl.training_loop():
+                return step(ts, constrain(xb), constrain(tb), k, l1, l2)
+
+        return jax.lax.scan(body, ts, (xs, ts_targets, keys))
+
+    return chunk
 
 
 def choose_engine(engine: str, model) -> str:
