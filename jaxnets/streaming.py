@@ -92,6 +92,13 @@ class HostArrays:
         """The first ``n`` examples, for the checks before training."""
         return np.asarray(self.x[:n]), np.asarray(self.t[:n])
 
+    def position(self) -> None:
+        """The data position lies in the epoch: the permutation comes from the epoch's key."""
+        return None
+
+    def restore(self, position: None) -> None:
+        """Nothing to restore (see :meth:`position`)."""
+
     def _read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, t = np.asarray(self.x[idx]), np.asarray(self.t[idx])
         for mapping in self._mappings:  # the pages just read are page cache now: keep them out of this process
