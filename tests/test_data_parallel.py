@@ -305,3 +305,94 @@ def test_fit_seeds_splits_its_runs_over_the_devices_of_two_processes(tmp_path):
         np.testing.assert_array_equal(arrays["best_epoch"], reference["best_epoch"])
         for key in reference:
             np.testing.assert_allclose(arrays[key], reference[key], rtol=0, atol=1e-5, err_msg=key)
+
+
+STREAMED_SCRIPT = """
+import sys
+import jax
+import numpy as np
+from jaxnets import distributed
+
+mode, out = sys.argv[1], sys.argv[2]
+if mode == "two_processes":
+    distributed.initialize(heartbeat_timeout_s=5)
+elif mode == "four_devices":
+    from jaxnets import runtime
+    runtime.use_cpu_devices(4)
+import jaxnets as jn
+from jaxnets import data, models, optim, parallel
+from jaxnets.streaming import HostArrays, HostBatches
+from jaxnets.train import epoch_batches
+
+ds = data.load_digits()
+x, y = ds.x_train[:512], ds.y_train[:512]
+BATCH, EPOCHS, KEY = 64, 2, jax.random.PRNGKey(1)
+
+
+class Recorded:
+    # an array that records which examples were read from it
+    def __init__(self, array):
+        self.array, self.read, self.shape, self.dtype = array, [], array.shape, array.dtype
+
+    def __getitem__(self, index):
+        if isinstance(index, np.ndarray):
+            self.read.append(index.ravel())
+        return self.array[index]
+
+
+class ProcessShare:
+    # each process's rows of each global batch of the in-memory order (as a loader sharded by process makes them)
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        share = BATCH // jax.process_count()
+        rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+        perm_key = jax.random.split(jax.random.fold_in(KEY, self.epoch))[0]
+        for idx in np.asarray(epoch_batches(perm_key, len(x), BATCH))[:, rows]:
+            yield x[idx], y[idx]
+
+
+model = models.mlp([32, 10], activation="relu")
+params, state = model.init(jax.random.PRNGKey(0), x[:1])
+kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), epochs=EPOCHS, batch_size=BATCH, key=KEY,
+          progress=False, mesh=None if mode == "one_device" else parallel.data_mesh())
+arrays = {}
+recorded = Recorded(x)
+sources = {"memory": (x, y), "host_arrays": HostArrays(recorded, y, chunk_steps=3),
+           "host_batches": HostBatches(ProcessShare(), chunk_steps=3)}
+for name, source in sources.items():
+    result = jn.fit(model, params, state, source, **kw)
+    for i, leaf in enumerate(jax.tree.leaves(result.params)):
+        arrays[f"{name}_{i}"] = np.asarray(leaf)
+arrays["read"] = np.concatenate(recorded.read)
+np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
+print("trained", mode, jax.process_index())
+"""
+
+
+def test_streamed_data_parallel_training_reads_each_process_share_and_equals_one_device(tmp_path):
+    import numpy as np
+
+    script = tmp_path / "streamed.py"
+    script.write_text(STREAMED_SCRIPT)
+    launched = run_python(str(script), "two_processes", str(tmp_path), processes=2)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    for mode in ("four_devices", "one_device"):
+        run = run_python(str(script), mode, str(tmp_path))
+        assert run.returncode == 0, run.stderr[-4000:]
+    reference = dict(np.load(tmp_path / "one_device_0.npz"))
+    steps = 512 // 64
+    # one process alone reads every example of each epoch's batches once
+    assert len(reference["read"]) == 2 * steps * 64 and len(np.unique(reference["read"])) == 512
+    shares = []
+    for name in ("two_processes_0", "two_processes_1", "four_devices_0"):
+        arrays = dict(np.load(tmp_path / f"{name}.npz"))
+        for key in (k for k in reference if k != "read"):
+            np.testing.assert_allclose(arrays[key], reference[key], rtol=0, atol=1e-5, err_msg=f"{name}: {key}")
+        if name.startswith("two_processes"):
+            shares.append(arrays["read"])
+    # of two processes, each reads only its half of every batch, and together they read what one process reads
+    assert [len(s) for s in shares] == [2 * steps * 32] * 2
+    assert not set(shares[0][: steps * 32]) & set(shares[1][: steps * 32])  # in one epoch the halves are disjoint
+    np.testing.assert_array_equal(np.sort(np.concatenate(shares)), np.sort(reference["read"]))
