@@ -10,12 +10,22 @@ splitting costs, not a speed-up; on GPUs (``--devices`` up to the GPU count) the
 2-process layout is ``python -m jaxnets.launch --processes 2`` with half the devices in each.
 
 Reported per layout and network: steady examples/s (the best epoch after the first) and the largest
-|param − one-device param|. The last line is ``data_parallel_equal=<max |Δparam| over the one-process
-layouts> multiprocess_equal=<max |Δparam| of 2 processes> streamed_vs_in_memory=nan`` (the streamed-data path
-is not built yet).
+|param − one-device param|.
 
-Command: ``python benchmarks/bench_scaling.py [--devices 1,2,4,8]`` (≈ 5 min on 2 CPU cores); ``--quick``: the
-MLP only, 1,024 images, 2 epochs, devices 1, 2, 4 (≈ 1 min).
+Streamed data (:mod:`jaxnets.streaming`), one device, each in its own process:
+
+* the same MLP on the same 16,384 images (8,192 in ``--quick``; the set repeated if it is smaller), once from
+  device memory and once from a memmap of them on disk (``HostArrays``, chunks of 32 steps), 3 epochs: steady
+  examples/s of both, their ratio, and whether the params agree;
+* two epochs of the MLP over a memmap of ``--memmap-gb`` GB of random inputs (784 features; 2 GB is about 640,000
+  rows; quick 0.125 GB): the peak resident memory of the process during the second epoch (``VmHWM``, reset after
+  the first through ``/proc/self/clear_refs``, so compilation is not counted) against the file's size.
+
+The last line is ``data_parallel_equal=<max |Δparam| over the one-process layouts> multiprocess_equal=<max
+|Δparam| of 2 processes> streamed_vs_in_memory=<streamed examples/s ÷ in-memory examples/s>``.
+
+Command: ``python benchmarks/bench_scaling.py [--devices 1,2,4,8] [--memmap-gb 2]`` (≈ 7 min on 2 CPU cores);
+``--quick``: the MLP only, 1,024 images, 2 epochs, devices 1, 2, 4, a 0.125 GB memmap (≈ 1.5 min).
 """
 
 from __future__ import annotations
@@ -70,6 +80,82 @@ def worker(out: str, devices: int | None, networks: list[str], examples: int, ep
         Path(out).write_text(json.dumps(record))
 
 
+def resident_bytes(field: str = "VmHWM") -> int:
+    """This process's resident memory from ``/proc/self/status`` (Linux): ``VmRSS`` now, or ``VmHWM``, the peak
+    since the start or the last :func:`reset_peak_resident`."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status (not Linux?)")
+
+
+def reset_peak_resident() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size to the current one
+
+
+def streamed_worker(out: str, examples: int, memmap_gb: float) -> None:
+    """The streamed-data measurements (one device), written as JSON to ``out``."""
+    import jax
+
+    import jaxnets as jn
+    from jaxnets import data, models, optim
+    from jaxnets.streaming import HostArrays
+
+    dataset = data.load_default()[0]
+    repeat = np.arange(examples) % len(dataset.x_train)
+    x = dataset.x_train[repeat].reshape(examples, -1)
+    y = dataset.y_train[repeat]
+    epochs = 3
+    model = models.mlp([256, 256, dataset.num_classes], activation="relu")
+    params, state = model.init(jax.random.PRNGKey(0), x[:1])
+    batch, chunk = NETWORKS["mlp"], 32
+    kw = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-3), batch_size=batch,
+              key=jax.random.PRNGKey(1), progress=False)
+    directory = Path(out).parent
+    np.save(directory / "x.npy", x)
+    on_disk = np.load(directory / "x.npy", mmap_mode="r")
+    in_memory = jn.fit(model, params, state, (x, y), epochs=epochs, **kw)
+    streamed = jn.fit(model, params, state, HostArrays(on_disk, y, chunk_steps=chunk), epochs=epochs, **kw)
+    steps = examples // batch
+    rate = {name: steps * batch / (min(r.history["seconds"][1:]) if epochs > 1 else r.history["seconds"][0])
+            for name, r in (("in_memory", in_memory), ("streamed", streamed))}
+    difference = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                     for a, b in zip(jax.tree.leaves(in_memory.params), jax.tree.leaves(streamed.params)))
+
+    features = x.shape[1]
+    rows = int(memmap_gb * 1e9) // (features * 4) // batch * batch
+    big = np.lib.format.open_memmap(directory / "big.npy", mode="w+", dtype=np.float32, shape=(rows, features))
+    block = 16384
+    for start in range(0, rows, block):  # written block by block; the pages are dropped before training
+        big[start:start + block] = np.random.default_rng(start).random((min(block, rows - start), features),
+                                                                       np.float32)
+    big.flush()
+    del big
+    labels = (np.arange(rows) % dataset.num_classes).astype(np.int32)
+    before = resident_bytes("VmRSS")
+    big_run = jn.fit(model, params, state, HostArrays(np.load(directory / "big.npy", mmap_mode="r"), labels,
+                                                      chunk_steps=chunk), epochs=2,
+                     on_epoch_end=lambda record: reset_peak_resident() if record["epoch"] == 0 else None, **kw)
+    during = resident_bytes("VmHWM")
+    Path(out).write_text(json.dumps({
+        "in_memory_examples_per_s": rate["in_memory"], "streamed_examples_per_s": rate["streamed"],
+        "max_abs_param_difference": difference, "memmap_bytes": rows * features * 4, "memmap_rows": rows,
+        "rss_before": before, "peak_rss_second_epoch": during,
+        "memmap_epoch_seconds": big_run.history["seconds"][1],
+        "chunk_bytes": chunk * batch * features * 4}))
+
+
+def run_streamed(tmp: Path, args) -> dict:
+    out = tmp / "streamed" / "result.json"
+    out.parent.mkdir()
+    command = [sys.executable, str(Path(__file__).resolve()), "--streamed-worker", str(out), "--examples",
+               str(8192 if args.quick else 16384), "--memmap-gb", str(args.memmap_gb)]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    if run.returncode != 0:
+        raise RuntimeError(f"the streamed-data run failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
 def run_layout(tmp: Path, label: str, devices: int, processes: int, args) -> dict:
     out = str(tmp / label)
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", out, "--networks", ",".join(args.networks),
@@ -93,6 +179,9 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="the MLP only, 1,024 images, 2 epochs, 1/2/4 devices")
     parser.add_argument("--devices", default=None, help="comma-separated device counts (default 1,2,4)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--streamed-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memmap-gb", type=float, default=None, help="size of the streamed memmap (default 2; quick "
+                        "0.125)")
     parser.add_argument("--networks", default=None, help="comma-separated: mlp, resnet (default both; quick: mlp)")
     parser.add_argument("--examples", type=int, default=None, help="training images (default 4,096; quick 1,024)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default 3; quick 2)")
@@ -100,6 +189,10 @@ def main(argv=None) -> None:
     args.networks = (args.networks or ("mlp" if args.quick else "mlp,resnet")).split(",")
     args.examples = args.examples or (1024 if args.quick else 4096)
     args.epochs = args.epochs or (2 if args.quick else 3)
+    args.memmap_gb = args.memmap_gb or (0.125 if args.quick else 2.0)
+    if args.streamed_worker:
+        streamed_worker(args.streamed_worker, args.examples, args.memmap_gb)
+        return
     if args.worker:  # one layout, in this process (started by run_layout)
         worker(args.worker, int(args.devices) if args.devices else None, args.networks, args.examples, args.epochs)
         return
@@ -121,6 +214,15 @@ def main(argv=None) -> None:
             results[label] = run_layout(Path(tmp), label.replace(" ", "_").replace("×", "x"), devices, processes, args)
             print(f"  {label}: " + ", ".join(f"{n} {results[label][n]['examples_per_s']:.0f} examples/s"
                                             for n in args.networks), flush=True)
+        streamed = run_streamed(Path(tmp), args)
+    ratio = streamed["streamed_examples_per_s"] / streamed["in_memory_examples_per_s"]
+    print(f"  streamed from a memmap: {streamed['streamed_examples_per_s']:.0f} examples/s against "
+          f"{streamed['in_memory_examples_per_s']:.0f} in memory (ratio {ratio:.2f}); max |Δparam| "
+          f"{streamed['max_abs_param_difference']:.1e}")
+    print(f"  a {streamed['memmap_bytes'] / 1e9:.2f} GB memmap ({streamed['memmap_rows']} rows): its second epoch took "
+          f"{streamed['memmap_epoch_seconds']:.1f} s with a peak resident memory of "
+          f"{streamed['peak_rss_second_epoch'] / 1e9:.2f} GB (the whole process; chunks of "
+          f"{streamed['chunk_bytes'] / 1e6:.0f} MB; resident before the run {streamed['rss_before'] / 1e9:.2f} GB)")
     reference = results[layouts[0][0]]["params"]
     worst = {}
     for label, record in results.items():
@@ -130,7 +232,7 @@ def main(argv=None) -> None:
     print(common.format_table(rows, ["layout", *[f"{n} examples/s" for n in args.networks], "max |Δparam|"]))
     single = max(v for k, v in worst.items() if "process" not in k)
     multi = max((v for k, v in worst.items() if "process" in k), default=float("nan"))
-    print(f"data_parallel_equal={single:.2e} multiprocess_equal={multi:.2e} streamed_vs_in_memory=nan")
+    print(f"data_parallel_equal={single:.2e} multiprocess_equal={multi:.2e} streamed_vs_in_memory={ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from jaxnets.parallel import DATA, RunLayout
 from jaxnets.train import epoch_batches
 
 DEFAULT_CHUNK_STEPS = 32
+_ROWS_PER_READ = 512  # rows read from a memmap between two releases of its pages
 
 
 def _check_chunk_steps(chunk_steps: int) -> int:
@@ -100,10 +101,19 @@ class HostArrays:
         """Nothing to restore (see :meth:`position`)."""
 
     def _read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x, t = np.asarray(self.x[idx]), np.asarray(self.t[idx])
-        for mapping in self._mappings:  # the pages just read are page cache now: keep them out of this process
-            mapping.madvise(mmap.MADV_DONTNEED)
-        return x, t
+        if not self._mappings:
+            return np.asarray(self.x[idx]), np.asarray(self.t[idx])
+        # From a memmap, a few rows at a time, dropping the mapped pages after each block: the kernel maps up
+        # to 16 neighbouring pages with each one read, so a whole chunk of random rows could map most of the file.
+        flat = idx.reshape(-1)
+        x = np.empty((flat.size, *self.x.shape[1:]), self.x.dtype)
+        t = np.empty((flat.size, *self.t.shape[1:]), self.t.dtype)
+        for start in range(0, flat.size, _ROWS_PER_READ):
+            rows = flat[start:start + _ROWS_PER_READ]
+            x[start:start + rows.size], t[start:start + rows.size] = self.x[rows], self.t[rows]
+            for mapping in self._mappings:  # those pages are page cache now, not this process's memory
+                mapping.madvise(mmap.MADV_DONTNEED)
+        return x.reshape(*idx.shape, *x.shape[1:]), t.reshape(*idx.shape, *t.shape[1:])
 
     def chunks(self, order: np.ndarray, rows: slice) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The epoch's batches ``order`` (steps, batch) of example indices, K at a time, with only
@@ -320,6 +330,8 @@ class StreamedEpoch:
         pending = self._reader.submit(read_next)
         losses, corrects, done = [], [], 0
         while (current := pending.result()) is not None:
+            if losses:  # at most one chunk in flight: dispatch runs ahead of the devices, and each chunk holds memory
+                jax.block_until_ready(losses[-1])
             pending = self._reader.submit(read_next)  # read and transfer the next chunk while this one trains
             xs, targets = current
             k = xs.shape[0]
