@@ -42,7 +42,8 @@ from jaxnets._checks import check_pair, checked_augment, key_data, resolve_hyper
 from jaxnets._util import path_str, to_json, unknown
 from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, ReduceOnPlateau
 from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
-from jaxnets.parallel import RUNS, first_runs, pad_runs, put, run_layout, to_device, to_host
+from jaxnets.parallel import (RUNS, first_runs, fsdp_constraint, fsdp_shardings, pad_runs, put, run_layout, to_device,
+                              to_host)
 from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn, make_epoch_fn,
                            make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn)
 
@@ -160,13 +161,13 @@ def _one_run(fn: Callable, batched: int) -> Callable:
 
 
 def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmapped, augment, metrics_fn,
-             num_metrics_data, batch_sharding, compute_dtype, streamed) -> Programs:
+             num_metrics_data, batch_sharding, compute_dtype, streamed, constrain_params) -> Programs:
     x_axis = 0 if augment is not None and vmapped else None
     in_axes = (0, x_axis, None, 0, 0, 0)
     spmd = RUNS if batch_sharding is not None else None  # the runs' mesh axis, for the batch's sharding
     if streamed:  # (train_state, xs, ts, keys, l1, l2) for chunks of batches (K, batch, …) shared by the runs
         chunk_fn = make_chunk_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
-                                 compute_dtype=compute_dtype)
+                                 compute_dtype=compute_dtype, constrain_params=constrain_params)
         if vmapped:
             epoch = jax.jit(jax.vmap(chunk_fn, in_axes=(0, None, None, 0, 0, 0), spmd_axis_name=spmd))
         else:
@@ -174,7 +175,7 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
                 chunk_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
     elif engine == "scan":
         epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                 batch_sharding=batch_sharding, compute_dtype=compute_dtype)
+                                 batch_sharding=batch_sharding, compute_dtype=compute_dtype, constrain_params=constrain_params)
         if vmapped:
             epoch = jax.jit(jax.vmap(epoch_fn, in_axes=in_axes, spmd_axis_name=spmd))
         else:  # (train_state, x, t, key, l1, l2): the state, key and penalties carry the run axis
@@ -183,10 +184,10 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
     elif vmapped:
         epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
                                    in_axes=in_axes, batch_sharding=batch_sharding, spmd_axis_name=spmd,
-                                   compute_dtype=compute_dtype)
+                                   compute_dtype=compute_dtype, constrain_params=constrain_params)
     else:
         step_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                        batch_sharding=batch_sharding, compute_dtype=compute_dtype)
+                                        batch_sharding=batch_sharding, compute_dtype=compute_dtype, constrain_params=constrain_params)
 
         def epoch(ts, x, t, k, a, b):
             return _add_run_axis(step_epoch(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b)))
@@ -207,7 +208,8 @@ def train_runs(
     l1, l2, regularize_from_epoch: int, penalty_mask, reduce_on_plateau: ReduceOnPlateau | None,
     checkpoint_dir: str | Path | None, augment: Callable | None, metrics_fn: Callable | None,
     metrics_data: tuple, on_epoch_end: Callable[[dict], None] | None, on_non_finite: str, engine: str,
-    devices: Sequence[jax.Device] | None, mesh: Mesh | None, compute_dtype, progress: bool, description: str,
+    devices: Sequence[jax.Device] | None, mesh: Mesh | None, shard_params: bool, compute_dtype, progress: bool,
+    description: str,
 ) -> Outcome:
     """Trains ``params``/``state`` (leaves (runs, …) when ``stacked``, else one run) as documented
     by :func:`jaxnets.fit_seeds`; ``caller`` names the public function in error messages."""
@@ -266,13 +268,17 @@ def train_runs(
     if batch_size % layout.data_devices:
         raise ValueError(f"{caller}: batch_size {batch_size} does not split evenly over the {layout.data_devices} "
                          f"devices of the mesh's 'data' axis; use a multiple of {layout.data_devices}")
+    if shard_params and layout.data_devices == 1:
+        raise ValueError(f"{caller}: shard_params=True splits params over the mesh's 'data' axis, which has one device "
+                         "here; give devices= (fit) or a mesh with a 'data' axis of several devices")
     padded = layout.padded
     classification = is_classification(loss)
     use_l1, use_l2 = bool(np.any(l1 != 0)), bool(np.any(l2 != 0))
     programs = _compile(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
                         engine=choose_engine(engine, model), vmapped=padded > 1, augment=augment,
                         metrics_fn=metrics_fn, num_metrics_data=len(metrics_data), batch_sharding=layout.batch,
-                        compute_dtype=compute_dtype, streamed=source is not None)
+                        compute_dtype=compute_dtype, streamed=source is not None,
+                        constrain_params=fsdp_constraint(layout.mesh) if shard_params else None)
     streamed = (None if source is None else
                 StreamedEpoch(source, programs.epoch, batch_size=batch_size, layout=layout))
 
@@ -309,6 +315,9 @@ def train_runs(
             source.restore(meta.get("data_position"))
     # everything on its devices, the run count padded to a multiple of them
     ts, keys_dev, best = put(pad_runs((ts, keys, (loop.best_params, loop.best_state)), padded), layout.split)
+    if shard_params:  # FSDP-style: each device keeps its slice of params and optimizer state
+        ts = ts._replace(params=put(ts.params, fsdp_shardings(ts.params, layout.mesh)),
+                         opt_state=put(ts.opt_state, fsdp_shardings(ts.opt_state, layout.mesh)))
     early, plateau = pad_runs((loop.early, loop.plateau), padded)
     diverged = pad_runs(loop.diverged_epoch, padded)
     if source is None:

@@ -74,6 +74,7 @@ def fit(
     engine: str = "auto",
     devices: Sequence[jax.Device] | None = None,
     mesh: Mesh | None = None,
+    shard_params: bool = False,
     compute_dtype: str | None = None,
     progress: bool = True,
     description: str = "training",
@@ -84,6 +85,10 @@ def fit(
       train_data: x (N, …) and targets t (N, …); put on the device once. Checked before training:
         finite inputs, and targets the loss can use for the model's output (class indices in
         ``[0, K)``, one-hot rows of width K, …); a ValueError names the bad values and examples.
+        Or data that stays on the host (:mod:`jaxnets.streaming`): a :class:`~jaxnets.streaming.HostArrays`
+        (a pair of NumPy memmaps becomes one), trained on the in-memory path's batches, or a
+        :class:`~jaxnets.streaming.HostBatches` of host batches in its own order; the epoch then runs
+        in compiled chunks of K steps, and the checks look at the first batch.
       loss: per-example loss name or function (see :mod:`jaxnets.losses`).
       optimizer: an Optax optimizer (e.g. ``jaxnets.optim.optimizer("adam", 1e-3)``).
       epochs, batch_size: each epoch shuffles and uses N // batch_size full batches.
@@ -114,6 +119,9 @@ def fit(
         replicated, the gradient is averaged over the devices inside the compiled step, batch-norm
         statistics are the whole batch's; the result equals the one-device run up to float rounding.
         ``batch_size`` must divide by the number of devices.
+      shard_params: FSDP-style (needs several devices on ``"data"``): params and optimizer state are
+        split over the devices instead of replicated, each leaf along its largest axis that divides by
+        the device count (:func:`jaxnets.parallel.fsdp_spec`); same results, 1/n of the state per device.
       compute_dtype: mixed precision, e.g. ``"bfloat16"`` (default None: the params' dtype). The forward
         and backward pass of each step run in it; params, optimizer state, the loss and the evaluation
         stay float32 (bfloat16 has float32's exponent range: no loss scaling is needed).
@@ -131,7 +139,8 @@ def fit(
         early_stopping=early_stopping, l1=l1, l2=l2, regularize_from_epoch=regularize_from_epoch,
         penalty_mask=penalty_mask, reduce_on_plateau=reduce_on_plateau, checkpoint_dir=checkpoint_dir,
         augment=augment, metrics_fn=metrics_fn, metrics_data=metrics_data, on_epoch_end=on_epoch_end,
-        on_non_finite=on_non_finite, engine=engine, devices=None, mesh=mesh, compute_dtype=compute_dtype,
+        on_non_finite=on_non_finite, engine=engine, devices=None, mesh=mesh, shard_params=shard_params,
+        compute_dtype=compute_dtype,
         progress=progress, description=description)
     ts = jax.tree.map(lambda leaf: leaf[0], outcome.train_state)
     best, diverged = int(outcome.best_epoch[0]), int(outcome.diverged_epoch[0])

@@ -12,7 +12,13 @@ train on a two-dimensional device mesh with axes ``"runs"`` and ``"data"``:
   are those of the whole batch (the default of ``fit``: one device; ``fit(devices=[...])`` or ``mesh=``).
 
 A run count that does not divide among the rows is padded with copies of the last run, which train
-alongside and are dropped. The training set itself is replicated on every device.
+alongside and are dropped. The training set itself is replicated on every device (or streamed, each process
+reading its rows of each batch: :mod:`jaxnets.streaming`).
+
+With ``shard_params=True`` (FSDP-style, for models too large for one device) params and optimizer state are
+not replicated over ``"data"`` but split over it, each leaf along its largest axis that divides by the
+axis's size (:func:`fsdp_spec`; leaves without one stay replicated); XLA gathers each weight where a step
+needs it and reduce-scatters its gradient, so each device holds 1/n of the trained state.
 """
 
 from __future__ import annotations
@@ -116,19 +122,56 @@ def run_layout(runs: int, devices: Sequence[jax.Device] | None = None, mesh: Mes
                      batch)
 
 
-def put(tree: Any, sharding: NamedSharding) -> Any:
-    """``jax.device_put(tree, sharding)``, also for a sharding over the devices of several processes
-    (then every process passes the same full values, and each keeps its devices' pieces). PRNG key
-    leaves keep their key type."""
-    if sharding.is_fully_addressable:
-        return jax.device_put(tree, sharding)
+def fsdp_spec(shape: tuple[int, ...], devices: int) -> PartitionSpec:
+    """How ``shard_params`` splits a leaf of ``shape`` over ``devices`` devices of the ``"data"`` axis: along
+    its largest axis whose size divides by ``devices`` (the first of equal ones), or not at all (replicated)
+    when none does. A (784, 256) weight on 4 devices: ``PartitionSpec("data", None)``."""
+    axes = [i for i, size in enumerate(shape) if size >= devices and size % devices == 0]
+    if devices == 1 or not axes:
+        return PartitionSpec()
+    axis = max(axes, key=lambda i: (shape[i], -i))
+    return PartitionSpec(*(DATA if i == axis else None for i in range(len(shape))))
 
-    def place(leaf):
-        if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
-        value = np.asarray(leaf)
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-    return jax.tree.map(place, tree)
+
+def fsdp_shardings(tree: Any, mesh: Mesh) -> Any:
+    """The shardings of stacked leaves (runs, …) under ``shard_params``: the run axis over ``"runs"``, the
+    rest as :func:`fsdp_spec` splits it over ``"data"``."""
+    devices = mesh.shape[DATA]
+    return jax.tree.map(lambda leaf: NamedSharding(mesh, PartitionSpec(RUNS, *fsdp_spec(leaf.shape[1:], devices))),
+                        tree)
+
+
+def fsdp_constraint(mesh: Mesh):
+    """``constrain(tree) -> tree`` that keeps a run's leaves (no run axis; under ``vmap`` with
+    ``spmd_axis_name="runs"`` for stacked runs) split over ``"data"`` as :func:`fsdp_spec` says, inside a
+    compiled step."""
+    devices = mesh.shape[DATA]
+
+    def constrain(tree):
+        return jax.tree.map(lambda leaf: jax.lax.with_sharding_constraint(
+            leaf, NamedSharding(mesh, fsdp_spec(leaf.shape, devices))), tree)
+    return constrain
+
+
+def put(tree: Any, sharding: NamedSharding | Any) -> Any:
+    """``jax.device_put(tree, sharding)``, also for a sharding over the devices of several processes
+    (then every process passes the same full values, and each keeps its devices' pieces). ``sharding``:
+    one for every leaf, or a tree of them shaped like ``tree``. PRNG key leaves keep their key type."""
+    if isinstance(sharding, NamedSharding):
+        if sharding.is_fully_addressable:
+            return jax.device_put(tree, sharding)
+        return jax.tree.map(lambda leaf: _place(leaf, sharding), tree)
+    if all(s.is_fully_addressable for s in jax.tree.leaves(sharding)):
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(_place, tree, sharding)
+
+
+def _place(leaf, sharding: NamedSharding):
+    """One leaf as a global array: this process's pieces of the full value every process holds."""
+    if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_place(jax.random.key_data(leaf), sharding), impl=jax.random.key_impl(leaf))
+    value = np.asarray(leaf)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def to_host(value: Any) -> np.ndarray:

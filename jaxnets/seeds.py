@@ -135,6 +135,7 @@ def fit_seeds(
     engine: str = "auto",
     devices: Sequence[jax.Device] | None = None,
     mesh: Mesh | None = None,
+    shard_params: bool = False,
     compute_dtype: str | None = None,
     progress: bool = True,
     description: str = "runs",
@@ -164,6 +165,9 @@ def fit_seeds(
         ``"data"``: the runs split over ``"runs"`` (padded as above) and each batch over ``"data"``
         (data parallelism within a run, see :func:`jaxnets.fit`). With fewer runs than devices,
         :func:`jaxnets.parallel.runs_data_mesh` builds the 2-D mesh that uses every device.
+      shard_params: params and optimizer state split over the ``"data"`` axis, as in :func:`jaxnets.fit`.
+      train_data: also streamed, as in :func:`jaxnets.fit`; every run then reads the batches in the
+        order run 0's key gives (the data is read once for all runs).
       compute_dtype: mixed precision, as in :func:`jaxnets.fit`.
 
     Returns a :class:`SeedsResult`.
@@ -174,7 +178,8 @@ def fit_seeds(
         early_stopping=early_stopping, l1=l1, l2=l2, regularize_from_epoch=regularize_from_epoch,
         penalty_mask=penalty_mask, reduce_on_plateau=reduce_on_plateau, checkpoint_dir=checkpoint_dir,
         augment=augment, metrics_fn=metrics_fn, metrics_data=metrics_data, on_epoch_end=on_epoch_end,
-        on_non_finite=on_non_finite, engine=engine, devices=devices, mesh=mesh, compute_dtype=compute_dtype,
+        on_non_finite=on_non_finite, engine=engine, devices=devices, mesh=mesh, shard_params=shard_params,
+        compute_dtype=compute_dtype,
         progress=progress, description=description)
     ts = outcome.train_state
     return SeedsResult(ts.params, ts.state, ts.opt_state, outcome.history, outcome.best_epoch, outcome.stopped,

@@ -133,17 +133,20 @@ def is_classification(loss: str | Callable) -> bool:
 
 
 def make_train_step(model, loss, optimizer: optax.GradientTransformation, penalty_mask=None,
-                    compute_dtype=None) -> Callable:
+                    compute_dtype=None, constrain_params: Callable | None = None) -> Callable:
     """``step(train_state, x, t, key, l1, l2) -> (train_state, (loss, correct))`` for one batch
     x: (batch, …); ``loss`` is the batch's mean data loss, ``correct`` the number right (0 for
-    losses that are not classification losses). ``compute_dtype``: see :func:`objective`."""
+    losses that are not classification losses). ``compute_dtype``: see :func:`objective`.
+    ``constrain_params``: applied to the new params and optimizer state (FSDP-style sharding,
+    :func:`jaxnets.parallel.fsdp_constraint`)."""
     classification = is_classification(loss)
     grad_fn = jax.value_and_grad(objective(model, loss, penalty_mask, compute_dtype), has_aux=True)
+    keep = constrain_params or (lambda tree: tree)
 
     def step(ts: TrainState, x, t, key, l1, l2):
         (_, (new_state, outputs, data_loss)), grads = grad_fn(ts.params, ts.state, x, t, key, True, l1, l2)
         updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
-        params = optax.apply_updates(ts.params, updates)
+        params, opt_state = keep((optax.apply_updates(ts.params, updates), opt_state))
         num_correct = jnp.sum(correct(outputs, t)) if classification else jnp.zeros((), data_loss.dtype)
         return TrainState(params, new_state, opt_state), (data_loss, num_correct)
 
@@ -166,7 +169,8 @@ def _batch(x, idx, batch_sharding):
 
 
 def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
-                  batch_sharding: jax.sharding.NamedSharding | None = None, compute_dtype=None) -> Callable:
+                  batch_sharding: jax.sharding.NamedSharding | None = None, compute_dtype=None,
+                  constrain_params: Callable | None = None) -> Callable:
     """One training epoch as a pure function (not jitted; ``jax.jit`` it, or ``vmap`` it first).
 
     ``epoch(train_state, x, t, key, l1, l2) -> (train_state, (losses, num_correct))`` with
@@ -176,9 +180,9 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
     ``jax.vmap(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
     ``batch_sharding``: split each batch's leading axis over a mesh axis (data parallelism, e.g.
     ``NamedSharding(mesh, PartitionSpec("data"))``; under ``vmap`` pass ``spmd_axis_name`` for the runs).
-    ``compute_dtype``: mixed precision (:func:`objective`).
+    ``compute_dtype``: mixed precision (:func:`objective`); ``constrain_params``: :func:`make_train_step`.
     """
-    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype)
+    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype, constrain_params)
 
     def epoch(ts: TrainState, x, t, key, l1=None, l2=None):
         perm_key, step_key = jax.random.split(key)
@@ -196,16 +200,17 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
 
 
 def make_chunk_fn(model, loss, optimizer, *, penalty_mask=None,
-                  batch_sharding: jax.sharding.NamedSharding | None = None, compute_dtype=None) -> Callable:
+                  batch_sharding: jax.sharding.NamedSharding | None = None, compute_dtype=None,
+                  constrain_params: Callable | None = None) -> Callable:
     """K training steps over K given batches, as one pure function (``jax.jit`` it, or ``vmap`` it first).
 
     ``chunk(train_state, xs, ts, keys, l1, l2) -> (train_state, (losses, num_correct))`` with
     xs: (K, batch, …), ts: (K, batch, …), keys: (K,) step keys, losses and num_correct (K,). Batch k is
     trained with key k, as step k of :func:`make_epoch_fn` is, so an epoch cut into chunks of the
-    same batches and keys trains as the in-memory epoch does. ``batch_sharding``, ``compute_dtype``:
-    as in :func:`make_epoch_fn`.
+    same batches and keys trains as the in-memory epoch does. ``batch_sharding``, ``compute_dtype``,
+    ``constrain_params``: as in :func:`make_epoch_fn`.
     """
-    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype)
+    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype, constrain_params)
 
     def constrain(batch):
         return batch if batch_sharding is None else jax.lax.with_sharding_constraint(batch, batch_sharding)
@@ -248,7 +253,8 @@ def _is_typed_key(key) -> bool:
 
 def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
                        in_axes: tuple | None = None, batch_sharding: jax.sharding.NamedSharding | None = None,
-                       spmd_axis_name: str | None = None, compute_dtype=None) -> Callable:
+                       spmd_axis_name: str | None = None, compute_dtype=None,
+                       constrain_params: Callable | None = None) -> Callable:
     """One training epoch as one compiled call per batch (the ``"step"`` engine); the same
     batches, keys and updates as :func:`make_epoch_fn`, so both engines train alike.
 
@@ -260,9 +266,9 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
 
     ``in_axes``: ``None`` for one run, or the ``vmap`` axes of ``(train_state, x, t, key, l1, l2)``
     to train stacked runs (``key`` must be batched); losses and counts are then (runs, steps).
-    ``batch_sharding``, ``spmd_axis_name``, ``compute_dtype``: as in :func:`make_epoch_fn`.
+    ``batch_sharding``, ``spmd_axis_name``, ``compute_dtype``, ``constrain_params``: as in :func:`make_epoch_fn`.
     """
-    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype)
+    step = make_train_step(model, loss, optimizer, penalty_mask, compute_dtype, constrain_params)
 
     def gathered(ts, x, t, idx, key, l1, l2):  # idx: (batch_size,) indices
         return step(ts, _batch(x, idx, batch_sharding), _batch(t, idx, batch_sharding), key, l1, l2)
