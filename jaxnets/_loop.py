@@ -19,8 +19,10 @@ numbers without validation data, and every number of a run in the epochs after i
 * one entry per statistic of ``metrics_fn``.
 
 Checkpoints hold the train states, the keys and the loop state (monitor states, best params,
-divergence), with the history and the settings in their metadata; a run resumed from one continues
-exactly as if it had not stopped.
+divergence), with the history, the settings and the data position in their metadata; a run resumed
+from one continues exactly as if it had not stopped. One process writes the flax-msgpack format;
+the processes of a multi-process run write one Orbax checkpoint together, each its own shards
+(:mod:`jaxnets.checkpoint`), and every process restores the whole of it.
 """
 
 from __future__ import annotations
@@ -224,9 +226,6 @@ def train_runs(
     if not isinstance(epochs, int) or epochs < 0 or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{caller}: epochs must be an int >= 0 and batch_size an int >= 1, got {epochs!r} and "
                          f"{batch_size!r}")
-    if checkpoint_dir is not None and jax.process_count() > 1:
-        raise ValueError(f"{caller}: checkpoint_dir is not supported yet in a run of {jax.process_count()} processes "
-                         "(every process would write the same files); train without it")
     keys = stack_keys(caller, keys, stacked)
     runs = int(keys.shape[0])
     if not stacked:
@@ -397,7 +396,8 @@ def train_runs(
             loop = LoopState(*first_runs((early, plateau, *best), runs), diverged[:runs])
             ckpt.save_checkpoint(checkpoint_dir, epoch, {"train": first_runs(ts, runs), "keys": keys, "loop": loop},
                                  metadata={"epoch": epoch, "history": history, "settings": settings,
-                                           "data_position": None if source is None else source.position()})
+                                           "data_position": None if source is None else source.position()},
+                                 format=ckpt.default_format())  # Orbax, written by every process, in several
         if on_epoch_end is not None:
             on_epoch_end(dict(record))
         bar.set_postfix(_postfix(record, live[:runs], stacked, classification, validation_data is not None))

@@ -467,3 +467,77 @@ def test_sharded_params_train_to_the_replicated_params_and_stay_split_over_the_d
     print("ok")
     """)
     assert out.strip() == "ok"
+
+
+RESUME_SCRIPT = """
+import os, signal, sys
+import jax
+import numpy as np
+from jaxnets import distributed
+
+mode, out = sys.argv[1], sys.argv[2]
+distributed.initialize(heartbeat_timeout_s=5)
+import jaxnets as jn
+from jaxnets import checkpoint, data, models, nn, optim, parallel
+from jaxnets.seeds import fit_seeds, init_runs, seed_keys
+
+ds = data.load_digits()
+x, y = ds.x_train[:512], ds.y_train[:512]
+model = nn.Sequential([("flat", nn.Flatten()), ("d1", nn.Dense(32)), ("r1", nn.Activation("relu")),
+                       ("drop", nn.Dropout(0.2)), ("out", nn.Dense(10))])
+params, state = model.init(jax.random.PRNGKey(0), x[:1])
+keys = seed_keys([0, 1, 2])
+run_params, run_state = init_runs(model, keys, x[:1])
+
+
+trained = {"fit": [], "seeds": []}
+
+
+def note(name):
+    def on_epoch_end(record):
+        trained[name].append(record["epoch"])
+        if mode == "killed" and name == "seeds" and jax.process_index() == 1 and record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # after epoch 1's checkpoint is complete
+    return on_epoch_end
+
+
+# "killed": fit ends after 2 of the 4 epochs, fit_seeds loses process 1 after epoch 1; "resume" goes on to 4
+ckpt = None if mode == "whole" else out + "/ckpt"
+common = dict(loss="cross_entropy", optimizer=optim.optimizer("adam", 1e-2), batch_size=64, progress=False)
+one = jn.fit(model, params, state, (x, y), key=jax.random.PRNGKey(1), mesh=parallel.data_mesh(),
+             checkpoint_dir=ckpt and ckpt + "/fit", on_epoch_end=note("fit"), epochs=2 if mode == "killed" else 4,
+             **common)
+runs = fit_seeds(model, run_params, run_state, (x, y), keys=keys, mesh=parallel.runs_data_mesh(3), epochs=4,
+                 hyperparams={"learning_rate": [1e-2, 3e-3, 1e-3]}, checkpoint_dir=ckpt and ckpt + "/seeds",
+                 on_epoch_end=note("seeds"), **common)
+arrays = {f"fit_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves((one.params, one.opt_state)))}
+arrays.update({f"seeds_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves((runs.params, runs.opt_state)))})
+arrays.update(fit_loss=np.asarray(one.history["train_loss"]), seeds_loss=np.asarray(runs.history["train_loss"]))
+np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
+if ckpt:
+    print("formats", checkpoint.checkpoint_format(ckpt + "/fit"), checkpoint.checkpoint_format(ckpt + "/seeds"),
+          checkpoint.latest_step(ckpt + "/fit"))
+print("done", mode, trained)
+"""
+
+
+def test_two_processes_killed_mid_run_resume_from_their_orbax_checkpoint_bit_identically(tmp_path):
+    import numpy as np
+
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    whole = run_python(str(script), "whole", str(tmp_path), processes=2, launcher_timeout=120)
+    assert whole.returncode == 0, whole.stderr[-4000:]
+    killed = run_python(str(script), "killed", str(tmp_path), processes=2, launcher_timeout=120)
+    assert killed.returncode not in (0, 124), killed.stderr[-3000:]  # process 1 died after epoch 1's checkpoint
+    assert "done killed" not in killed.stdout
+    resumed = run_python(str(script), "resume", str(tmp_path), processes=2, launcher_timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "[p0] formats orbax orbax 3" in resumed.stdout  # written by both processes together, in Orbax's format
+    assert "[p1] done resume {'fit': [2, 3], 'seeds': [2, 3]}" in resumed.stdout  # it went on from the checkpoints
+    for process in (0, 1):
+        expected = dict(np.load(tmp_path / f"whole_{process}.npz"))
+        found = dict(np.load(tmp_path / f"resume_{process}.npz"))
+        assert found.keys() == expected.keys()
+        for key, value in expected.items():
+            np.testing.assert_array_equal(found[key], value, err_msg=f"process {process}: {key}")
