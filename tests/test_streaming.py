@@ -159,7 +159,26 @@ def test_fit_seeds_streams_one_order_for_all_runs_with_per_run_hyperparameters(d
     assert runs.history["train_loss"][-1].shape == (2,)
 
 
-@pytest.mark.parametrize("kind", ["host_arrays", "iterable", "iterator"])
+def grain_batches(x, y, kind):
+    """An endless, shuffled Grain iterator of (x, t) batches: a dataset's (state: a dict) or a data loader's
+    (state: JSON bytes)."""
+    import grain  # in the dev extra
+    if kind == "grain_dataset":
+        dataset = grain.MapDataset.source(list(range(len(x)))).shuffle(seed=0).repeat(None)
+        return iter(dataset.map(lambda i: (x[i], y[i])).batch(BATCH, drop_remainder=True))
+
+    class Example(grain.transforms.Map):
+        def map(self, i):
+            return x[i], y[i]
+
+    sampler = grain.samplers.IndexSampler(len(x), shard_options=grain.sharding.NoSharding(), shuffle=True, seed=0,
+                                          num_epochs=None)
+    loader = grain.DataLoader(data_source=list(range(len(x))), sampler=sampler, worker_count=0,
+                              operations=[Example(), grain.transforms.Batch(BATCH, drop_remainder=True)])
+    return iter(loader)
+
+
+@pytest.mark.parametrize("kind", ["host_arrays", "iterable", "iterator", "grain_dataset", "grain_loader"])
 def test_resume_continues_as_if_never_stopped_and_restores_the_data_position(digits, tmp_path, kind):
     x, y = digits[:2]
 
@@ -168,7 +187,9 @@ def test_resume_continues_as_if_never_stopped_and_restores_the_data_position(dig
             return HostArrays(x, y, chunk_steps=5)
         if kind == "iterable":
             return HostBatches(SameOrderBatches(x, y), chunk_steps=5)
-        return HostBatches(StatefulIterator(x, y), steps_per_epoch=7, chunk_steps=5)
+        if kind == "iterator":
+            return HostBatches(StatefulIterator(x, y), steps_per_epoch=7, chunk_steps=5)
+        return HostBatches(grain_batches(x, y, kind), steps_per_epoch=7, chunk_steps=5)
 
     whole = train(small_cnn(), source(), digits, epochs=4)
     train(small_cnn(), source(), digits, epochs=2, checkpoint_dir=tmp_path)
