@@ -1,4 +1,4 @@
-"""Data parallelism: examples per second of ``jaxnets.fit`` on 1, 2, 4 (and 8) devices and on 2 processes, and
+"""Data parallelism: examples per second of ``jaxnets.fit`` on 1, 2, 4 and 8 devices and on 2 processes, and
 whether every layout trains to the one-device params.
 
 Each layout runs in its own process (JAX fixes its devices at start): ``fit(..., mesh=parallel.data_mesh())``
@@ -24,7 +24,8 @@ Streamed data (:mod:`jaxnets.streaming`), one device, each in its own process:
 The last line is ``data_parallel_equal=<max |Δparam| over the one-process layouts> multiprocess_equal=<max
 |Δparam| of 2 processes> streamed_vs_in_memory=<streamed examples/s ÷ in-memory examples/s>``.
 
-Command: ``python benchmarks/bench_scaling.py [--devices 1,2,4,8] [--memmap-gb 2]`` (≈ 7 min on 2 CPU cores);
+Command: ``python benchmarks/bench_scaling.py [--devices 1,2,4,8] [--memmap-gb 2]`` (devices 1, 2, 4, 8 and 2 processes × 4 by
+default; ≈ 10 min on 2 CPU cores);
 ``--quick``: the MLP only, 1,024 images, 2 epochs, devices 1, 2, 4, a 0.125 GB memmap (≈ 1.5 min).
 """
 
@@ -177,7 +178,7 @@ def run_layout(tmp: Path, label: str, devices: int, processes: int, args) -> dic
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the MLP only, 1,024 images, 2 epochs, 1/2/4 devices")
-    parser.add_argument("--devices", default=None, help="comma-separated device counts (default 1,2,4)")
+    parser.add_argument("--devices", default=None, help="comma-separated device counts (default 1,2,4,8; quick 1,2,4)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--streamed-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memmap-gb", type=float, default=None, help="size of the streamed memmap (default 2; quick "
@@ -196,7 +197,7 @@ def main(argv=None) -> None:
     if args.worker:  # one layout, in this process (started by run_layout)
         worker(args.worker, int(args.devices) if args.devices else None, args.networks, args.examples, args.epochs)
         return
-    counts = [int(c) for c in (args.devices or "1,2,4").split(",")]
+    counts = [int(c) for c in (args.devices or ("1,2,4" if args.quick else "1,2,4,8")).split(",")]
     if 1 not in counts:
         counts = [1, *counts]
     layouts = [(f"{n} device{'s' * (n > 1)}", n, 1) for n in counts]
