@@ -162,7 +162,7 @@ def test_latest_step_on_empty_missing_and_incomplete_dirs(tmp_path, fmt):
     assert latest_step(tmp_path) == 3
     save_checkpoint(tmp_path, 120_000_000, {"w": jnp.zeros(1)}, format=fmt)  # more than 8 digits
     assert latest_step(tmp_path) == 120_000_000
-    assert ckpt._complete_steps(tmp_path) == [3, 120_000_000]  # incomplete directories are not counted in keep
+    assert ckpt.complete_steps(tmp_path) == [3, 120_000_000]  # incomplete directories are not counted in keep
 
 
 def _interrupted_save(tmp_path, monkeypatch, fail_on):
@@ -229,11 +229,11 @@ def test_leftovers_of_killed_saves_are_cleaned_or_recovered(tmp_path):
 def test_keep_retains_exactly_the_newest(tmp_path, fmt):
     for step in range(6):
         save_checkpoint(tmp_path, step, {"w": jnp.full(2, float(step))}, keep=2, format=fmt)
-        assert ckpt._complete_steps(tmp_path) == list(range(max(0, step - 1), step + 1))
+        assert ckpt.complete_steps(tmp_path) == list(range(max(0, step - 1), step + 1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000004", "step_00000005"]
     # Re-saving an older step never deletes the checkpoint just written.
     save_checkpoint(tmp_path, 1, {"w": jnp.zeros(2)}, keep=1, format=fmt)
-    assert ckpt._complete_steps(tmp_path) == [1, 5]
+    assert ckpt.complete_steps(tmp_path) == [1, 5]
     restored, _ = restore_checkpoint(tmp_path, {"w": jnp.zeros(2)}, step=5)
     np.testing.assert_array_equal(restored["w"], np.full(2, 5.0))
     with pytest.raises(ValueError, match="keep"):
@@ -425,14 +425,14 @@ def test_a_directory_may_hold_both_formats_and_restoring_finds_each(tmp_path):
     for step in (2, 3):
         save_checkpoint(tmp_path, step, {"w": jnp.full(2, float(step))}, metadata={"epoch": step}, keep=3,
                         format="orbax")
-    assert ckpt._complete_steps(tmp_path) == [1, 2, 3]
+    assert ckpt.complete_steps(tmp_path) == [1, 2, 3]
     assert [ckpt.checkpoint_format(tmp_path, step=s) for s in (1, 2, 3)] == ["msgpack", "orbax", "orbax"]
     for step in (1, 2, 3):
         restored, meta = restore_checkpoint(tmp_path, {"w": jnp.zeros(2)}, step=step)
         np.testing.assert_array_equal(restored["w"], np.full(2, float(step)))
         assert meta == {"epoch": step} == read_metadata(tmp_path, step=step)
     save_checkpoint(tmp_path, 4, {"w": jnp.full(2, 4.0)}, keep=2)
-    assert ckpt._complete_steps(tmp_path) == [3, 4]
+    assert ckpt.complete_steps(tmp_path) == [3, 4]
 
 
 

@@ -83,7 +83,7 @@ if mode == "save":
     assert ckpt.default_format() == "orbax"
     for step in range(4):
         ckpt.save_checkpoint(directory, step, placed(step), metadata={"epoch": step}, keep=2, format="orbax")
-        assert ckpt._complete_steps(directory) == list(range(max(0, step - 1), step + 1)), step  # in both processes
+        assert ckpt.complete_steps(directory) == list(range(max(0, step - 1), step + 1)), step  # in both processes
     # step 3 replaced, by the values of step 7
     ckpt.save_checkpoint(directory, 3, placed(7), metadata={"epoch": 3, "replaced": True}, keep=2, format="orbax")
     assert ckpt.latest_step(directory) == 3 and ckpt.checkpoint_format(directory) == "orbax"
