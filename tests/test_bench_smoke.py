@@ -90,6 +90,6 @@ def test_quick_scaling_benchmark_trains_every_layout_to_the_one_device_params():
     assert float(match.group(1)) < 1e-4 and float(match.group(2)) < 1e-4  # float rounding, not another training
     assert 0 < float(match.group(3)) < 10  # a measured ratio of two speeds
     assert "2 processes × 2" in out and "4 devices" in out
-    streamed = re.search(r"max \|Δparam\| (\S+)\n", out)
+    streamed = re.search(r"in memory \(ratio \S+\); max \|Δparam\| (\S+)", out)
     assert streamed and float(streamed.group(1)) < 1e-5, out  # the memmap trains as the arrays in memory do
     assert "with a peak resident memory of" in out
