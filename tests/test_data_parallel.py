@@ -40,7 +40,7 @@ def max_difference(a, b):
 def run_script(body: str) -> str:
     script = PRELUDE + textwrap.dedent(body)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-4000:]
+    assert run.returncode == 0, f"exit {run.returncode}\nstdout: {run.stdout[-1000:]}\nstderr: {run.stderr[-4000:]}"
     return run.stdout
 
 
