@@ -2,7 +2,8 @@
 
 ``import jaxnets as jn``; layers live in ``jn.nn``, models in ``jn.models``, losses in
 ``jn.losses``, optimizers in ``jn.optim``, data in ``jn.data`` (augmentation in ``jn.augment``).
-``jn.fit`` trains one network and ``jn.fit_seeds`` many at once, in one shared loop;
+``jn.fit`` trains one network and ``jn.fit_seeds`` many at once, in one shared loop, on data in
+memory or streamed from the host (``jn.streaming``) and on one device or a mesh (``jn.parallel``);
 ``jn.EarlyStopping`` and ``jn.ReduceOnPlateau`` are what that loop monitors; ``jn.evaluate``
 scores a trained network. Models from other libraries train through ``jaxnets.interop``
 (``LinenModel``, ``NNXModel``, ``EquinoxModel``).
@@ -21,8 +22,10 @@ from jaxnets import models as models
 from jaxnets import monitors as monitors
 from jaxnets import nn as nn
 from jaxnets import optim as optim
+from jaxnets import parallel as parallel
 from jaxnets import runtime as runtime
 from jaxnets import seeds as seeds
+from jaxnets import streaming as streaming
 from jaxnets import train as train
 from jaxnets import transfer as transfer
 from jaxnets.checkpoint import CheckpointError as CheckpointError

@@ -43,9 +43,9 @@ from jaxnets import optim
 from jaxnets._checks import check_pair, checked_augment, key_data, resolve_hyperparams, stack_keys
 from jaxnets._util import path_str, to_json, unknown
 from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, ReduceOnPlateau
-from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
 from jaxnets.parallel import (RUNS, first_runs, fsdp_constraint, fsdp_shardings, pad_runs, put, run_layout, to_device,
                               to_host)
+from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
 from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn, make_epoch_fn,
                            make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn)
 

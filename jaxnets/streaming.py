@@ -13,8 +13,9 @@ iterators of host batches, trained in compiled chunks of K steps.
 An epoch then runs as chunks of ``chunk_steps`` steps: the chunk's batches (K, batch, …) are read on
 the host, put on the devices, and trained by one compiled ``lax.scan`` call
 (:func:`jaxnets.train.make_chunk_fn`); the next chunk is read and transferred on a worker thread
-while the current one trains. Host and device memory grow with K × batch, not with the data set
-(pages of a memmap are released after each chunk is read). Step k of the epoch uses the key the
+while the current one trains (a chunk is always one scan: ``engine=`` applies to data in memory). Host
+and device memory grow with K × batch, not with the data set (the pages of a memmap are released every
+512 rows read). Step k of the epoch uses the key the
 in-memory epoch gives step k.
 
 Under data parallelism each batch is split over the mesh's ``"data"`` axis, and each process reads
