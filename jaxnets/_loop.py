@@ -47,7 +47,8 @@ from jaxnets.parallel import (RUNS, first_runs, fsdp_constraint, fsdp_shardings,
                               to_host)
 from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
 from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn, make_epoch_fn,
-                           make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn)
+                           make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn,
+                           split_run_keys)
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "stopped",
                 "seconds")
@@ -88,7 +89,6 @@ def _where_host(mask, new, old):
 
 
 _fold_in_runs = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))  # (keys (runs,), epoch) -> (runs,)
-_split_runs = jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k))))  # keys -> (keys, keys), each (runs,)
 
 
 def _squeeze(tree):
@@ -200,7 +200,7 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
     metrics = None
     if metrics_fn is not None:
         metrics = make_metrics_runs_fn(metrics_fn, num_metrics_data) if vmapped else _one_run(jax.jit(metrics_fn), 2)
-    return Programs(epoch, _fold_in_runs, _split_runs, augment_runs,
+    return Programs(epoch, _fold_in_runs, split_run_keys, augment_runs,
                     make_evaluate_runs_fn(model, loss) if vmapped else _one_run(evaluate, 2), metrics)
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxnets.parallel import DATA, RunLayout
-from jaxnets.train import epoch_batches
+from jaxnets.train import epoch_batches, split_run_keys
 
 DEFAULT_CHUNK_STEPS = 32
 _ROWS_PER_READ = 512  # rows read from a memmap between two releases of its pages
@@ -271,11 +271,6 @@ def _place(local: np.ndarray, rows: slice, global_shape: tuple[int, ...], shardi
     return jax.make_array_from_callback(global_shape, sharding, piece)
 
 
-@jax.jit
-def _split_runs(keys):  # (runs,) epoch keys -> ((runs,) permutation keys, (runs,) step keys)
-    return jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
-
-
 @functools.partial(jax.jit, static_argnums=1)
 def _split_steps(step_keys, steps: int):  # (runs,) -> (runs, steps): each run's step keys
     return jax.vmap(lambda k: jax.random.split(k, steps))(step_keys)
@@ -320,7 +315,7 @@ class StreamedEpoch:
                      for a in host)
 
     def __call__(self, ts, keys, l1, l2, epoch: int, order_key):
-        step_keys = _split_runs(keys)[1]
+        step_keys = split_run_keys(keys)[1]
         capacity = self.steps() or self.source.chunk_steps
         all_keys = _split_steps(step_keys, capacity)  # (runs, capacity); a prefix of a longer split
         host = self._host_chunks(epoch, order_key)

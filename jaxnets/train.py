@@ -168,6 +168,13 @@ def _batch(x, idx, batch_sharding):
     return xb if batch_sharding is None else jax.lax.with_sharding_constraint(xb, batch_sharding)
 
 
+@jax.jit
+def split_run_keys(keys: Array) -> tuple[Array, Array]:
+    """Each run's key split in two, as an epoch splits its key (shuffling, steps; or augmentation, epoch):
+    keys (runs,) -> two (runs,) key arrays."""
+    return jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+
+
 def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
                   batch_sharding: jax.sharding.NamedSharding | None = None, compute_dtype=None,
                   constrain_params: Callable | None = None) -> Callable:
