@@ -71,7 +71,7 @@ def worker(out: str, devices: int | None, networks: list[str], examples: int, ep
     from jaxnets import data, models, optim, parallel
 
     from jaxnets.streaming import HostBatches
-    from jaxnets.train import epoch_batches
+    from jaxnets.train import epoch_order
 
     dataset = data.load_default()[0]
     x, y = dataset.x_train[:examples], dataset.y_train[:examples]
@@ -87,8 +87,7 @@ def worker(out: str, devices: int | None, networks: list[str], examples: int, ep
             self.epoch = epoch
 
         def __iter__(self):
-            perm_key = jax.random.split(jax.random.fold_in(key, self.epoch))[0]
-            for idx in np.asarray(epoch_batches(perm_key, len(x), self.batch))[:, ::-1]:
+            for idx in epoch_order(key, self.epoch, len(x), self.batch)[:, ::-1]:
                 yield x[idx], y[idx]
 
     record, arrays = {"devices": jax.device_count(), "processes": jax.process_count()}, {}

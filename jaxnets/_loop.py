@@ -349,8 +349,7 @@ def train_runs(
         if streamed is None:
             new_ts, (losses, corrects) = programs.epoch(ts, x_now, t, key_now, l1_now, l2_now)
         else:  # every run reads the batches in the order run 0's key gives (fit's own order)
-            new_ts, (losses, corrects) = streamed(ts, key_now, l1_now, l2_now, epoch,
-                                                  jax.random.fold_in(keys[0], epoch))
+            new_ts, (losses, corrects) = streamed(ts, key_now, l1_now, l2_now, epoch, keys[0])
         ts = new_ts if live.all() else _where_runs(put(live, layout.split), new_ts, ts)
         losses = to_host(losses).astype(np.float64)  # (padded, steps)
         newly = ~np.all(np.isfinite(losses), axis=1) & (diverged < 0) & live

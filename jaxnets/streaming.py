@@ -44,7 +44,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxnets.parallel import DATA, RunLayout
-from jaxnets.train import epoch_batches, split_run_keys
+from jaxnets.train import epoch_order, split_run_keys
 
 DEFAULT_CHUNK_STEPS = 32
 _ROWS_PER_READ = 512  # rows read from a memmap between two releases of its pages
@@ -286,8 +286,9 @@ class StreamedEpoch:
     -> ``(ts, (losses, num_correct))`` with (runs, steps) results, like the in-memory epoch's.
 
     ``chunk``: the jitted chunk program on stacked runs, ``(ts, xs, ts, keys (runs, K), l1, l2)``;
-    ``keys``: the runs' epoch keys (runs,); ``order_key``: the epoch key whose permutation orders a
-    :class:`HostArrays` source (run 0's: every run sees the same batches)."""
+    ``keys``: the runs' epoch keys (runs,); ``order_key``: the run key whose in-memory order
+    (:func:`jaxnets.train.epoch_order`) orders a :class:`HostArrays` source (run 0's: every run sees
+    the same batches)."""
 
     def __init__(self, source: Source, chunk: Callable, *, batch_size: int, layout: RunLayout):
         self.source, self.chunk, self.batch_size = source, chunk, batch_size
@@ -303,8 +304,7 @@ class StreamedEpoch:
 
     def _host_chunks(self, epoch: int, order_key) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if isinstance(self.source, HostArrays):
-            perm_key = jax.random.split(order_key)[0]
-            order = np.asarray(epoch_batches(perm_key, self.source.num_examples, self.batch_size))
+            order = epoch_order(order_key, epoch, self.source.num_examples, self.batch_size)
             return self.source.chunks(order, self.rows)
         return self.source.chunks(epoch, self.rows.stop - self.rows.start)
 

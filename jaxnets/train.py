@@ -162,6 +162,14 @@ def epoch_batches(key: Array, num_examples: int, batch_size: int) -> Array:
     return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
 
+def epoch_order(key: Array, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
+    """The batches (steps, batch_size) of example indices that epoch ``epoch`` of a run with PRNG key
+    ``key`` trains on in memory (without ``augment``): the permutation :func:`make_epoch_fn` draws from
+    ``fold_in(key, epoch)``. Streamed sources read in this order, and an iterable can reproduce it."""
+    perm_key = jax.random.split(jax.random.fold_in(key, epoch))[0]
+    return np.asarray(epoch_batches(perm_key, num_examples, batch_size))
+
+
 def _batch(x, idx, batch_sharding):
     """x[idx]: the batch (batch, …), split over the devices of ``batch_sharding`` when given."""
     xb = x[idx]

@@ -322,7 +322,7 @@ elif mode == "four_devices":
 import jaxnets as jn
 from jaxnets import data, models, optim, parallel
 from jaxnets.streaming import HostArrays, HostBatches
-from jaxnets.train import epoch_batches
+from jaxnets.train import epoch_order
 
 ds = data.load_digits()
 x, y = ds.x_train[:512], ds.y_train[:512]
@@ -348,8 +348,7 @@ class ProcessShare:
     def __iter__(self):
         share = BATCH // jax.process_count()
         rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
-        perm_key = jax.random.split(jax.random.fold_in(KEY, self.epoch))[0]
-        for idx in np.asarray(epoch_batches(perm_key, len(x), BATCH))[:, rows]:
+        for idx in epoch_order(KEY, self.epoch, len(x), BATCH)[:, rows]:
             yield x[idx], y[idx]
 
 

@@ -15,7 +15,7 @@ import jaxnets as jn
 from jaxnets import data, models, nn, optim
 from jaxnets.seeds import fit_seeds, seed_keys, stack_trees
 from jaxnets.streaming import HostArrays, HostBatches, as_source
-from jaxnets.train import epoch_batches
+from jaxnets.train import epoch_order
 
 KEY = jax.random.PRNGKey(1)
 BATCH = 50
@@ -57,8 +57,7 @@ class SameOrderBatches:
         self.epoch = epoch
 
     def __iter__(self):
-        perm_key = jax.random.split(jax.random.fold_in(self.key, self.epoch))[0]
-        for idx in np.asarray(epoch_batches(perm_key, len(self.x), BATCH)):
+        for idx in epoch_order(self.key, self.epoch, len(self.x), BATCH):
             yield self.x[idx], self.y[idx]
 
 
