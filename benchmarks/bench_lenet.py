@@ -6,8 +6,8 @@ set (468 full batches, reshuffled each epoch). Every implementation returns the 
 and accuracy, so their loops do the same work.
 
 * ``jaxnets-scan``: ``models.lenet5("modern")`` (its layers' ``impl="auto"``: in the CPU training
-  loop Toeplitz convolutions and reshape max-pools) in ``jax.jit(make_epoch_fn(...))``, one compiled
-  call per epoch — what ``jaxnets.fit`` runs.
+  loop Toeplitz convolutions and reshape max-pools) in the scanned epoch, one compiled call per epoch
+  after the epoch's plan — what ``jaxnets.fit`` runs (``common.jaxnets_epoch_fn``).
 * ``jaxnets-user``: the same network written by hand from ``nn.Conv2D``/``nn.MaxPool2D``/``nn.Dense``
   with default options, as a user (or a notebook) writes it, in the same engine.
 * ``jaxnets-step``: the model in the per-step engine (``fit(engine="step")``; ``"auto"`` is then XLA's

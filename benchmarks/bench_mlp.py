@@ -5,8 +5,8 @@ over the Fashion-MNIST training set (60000 images → 468 full batches, shuffled
 Every implementation returns the epoch's mean training loss and its number of correct
 predictions, so their loops do the same work.
 
-* ``jaxnets-scan``: ``jax.jit(jaxnets.train.make_epoch_fn(...))`` called as ``jaxnets.fit`` calls
-  it (one compiled call per epoch, ``lax.scan`` over shuffled minibatches).
+* ``jaxnets-scan``: the epoch as ``jaxnets.fit`` runs it (``common.jaxnets_epoch_fn``: the plan from
+  ``train.plan_epoch``, then one compiled call per epoch, ``lax.scan`` over the shuffled minibatches).
 * ``jaxnets-step``: the engine ``fit(engine="step")`` uses (one jitted step per batch).
 * ``flax``: linen ``nn.Dense`` MLP with ``flax.training.train_state``, one ``jax.jit`` train step
   per batch, batches sliced on the host from a NumPy permutation (the Flax examples' loop).

@@ -190,19 +190,23 @@ def fashion_mnist_train() -> tuple[np.ndarray, np.ndarray, str]:
 def jaxnets_epoch_fn(model, x, y, *, engine: str, batch_size: int, learning_rate: float,
                      seed: int = 0) -> Callable[[], tuple[float, float]]:
     """A jaxnets model trained the way ``jaxnets.fit`` trains it, one epoch per call: Adam at
-    ``learning_rate``, the scanned epoch (``engine="scan"``) or the per-step engine (``"step"``),
-    epoch e keyed by ``fold_in(key, e)``, no penalties. x: (N, …), y: (N,).
+    ``learning_rate``, the scanned epoch (``engine="scan"``: the plan from ``train.plan_epoch``, then
+    the planned epoch) or the per-step engine (``"step"``), epoch e keyed by ``fold_in(key, e)``, no
+    penalties. x: (N, …), y: (N,).
     Returns ``run_epoch() -> (mean loss, accuracy)``, blocking until the epoch is done."""
     import jax
     import jax.numpy as jnp
 
     from jaxnets import optim
-    from jaxnets.train import TrainState, make_epoch_fn, make_step_epoch_fn
+    from jaxnets.train import TrainState, make_planned_epoch_fn, make_step_epoch_fn, plan_epoch
 
     optimizer = optim.optimizer("adam", learning_rate)
     params, state = model.init(jax.random.PRNGKey(seed), x[:1])
     if engine == "scan":
-        epoch_fn = jax.jit(make_epoch_fn(model, "cross_entropy", optimizer, batch_size=batch_size))
+        planned = jax.jit(make_planned_epoch_fn(model, "cross_entropy", optimizer))
+
+        def epoch_fn(ts, x, t, key):
+            return planned(ts, x, t, *plan_epoch(key, t.shape[0], batch_size))
     else:
         epoch_fn = make_step_epoch_fn(model, "cross_entropy", optimizer, batch_size=batch_size)
     x_dev, y_dev = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))

@@ -46,9 +46,9 @@ from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, Re
 from jaxnets.parallel import (RUNS, first_runs, fsdp_constraint, fsdp_shardings, pad_runs, put, run_layout, to_device,
                               to_host)
 from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
-from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn, make_epoch_fn,
-                           make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_step_epoch_fn,
-                           split_run_keys)
+from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn,
+                           make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_planned_epoch_fn,
+                           make_step_epoch_fn, plan_runs, split_run_keys)
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "stopped",
                 "seconds")
@@ -175,14 +175,17 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
         else:
             epoch = jax.jit(lambda ts, x, t, k, a, b: _add_run_axis(
                 chunk_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
-    elif engine == "scan":
-        epoch_fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                 batch_sharding=batch_sharding, compute_dtype=compute_dtype, constrain_params=constrain_params)
+    elif engine == "scan":  # the plan (batches, step keys) drawn by a program compiled once per process
+        epoch_fn = make_planned_epoch_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
+                                         compute_dtype=compute_dtype, constrain_params=constrain_params)
         if vmapped:
-            epoch = jax.jit(jax.vmap(epoch_fn, in_axes=in_axes, spmd_axis_name=spmd))
-        else:  # (train_state, x, t, key, l1, l2): the state, key and penalties carry the run axis
-            epoch = jax.jit(lambda ts, x, t, k, a, b: _add_run_axis(
-                epoch_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
+            planned = jax.jit(jax.vmap(epoch_fn, in_axes=(0, x_axis, None, 0, 0, 0, 0), spmd_axis_name=spmd))
+        else:  # the state, plan and penalties carry the run axis
+            planned = jax.jit(lambda ts, x, t, idx, k, a, b: _add_run_axis(
+                epoch_fn(_squeeze(ts), x, t, idx[0], k[0], _squeeze(a), _squeeze(b))))
+
+        def epoch(ts, x, t, keys, l1, l2):
+            return planned(ts, x, t, *plan_runs(keys, t.shape[0], batch_size), l1, l2)
     elif vmapped:
         epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
                                    in_axes=in_axes, batch_sharding=batch_sharding, spmd_axis_name=spmd,
