@@ -72,7 +72,7 @@ def make_jaxnets(x, y) -> Callable:
     from jaxnets import train
 
     model = user_model("2d" if x.ndim == 4 else "1d")
-    return common.jaxnets_epoch_fn(model, x, y, engine=train.choose_engine("auto", model), batch_size=BATCH,
+    return common.jaxnets_epoch_fn(model, x, y, engine=train.choose_engine("auto"), batch_size=BATCH,
                                    learning_rate=LEARNING_RATE)
 
 

@@ -12,6 +12,8 @@
 * :func:`make_step_epoch_fn` — the same epoch as one compiled call per batch (the ``"step"``
   engine), for one run or, with ``in_axes``, for stacked runs.
 * :func:`choose_engine` — which of the two an epoch uses.
+* :func:`vmap_runs` — ``jax.vmap`` over stacked runs, traced so that ``impl="auto"`` convolutions
+  pick what batches over runs.
 * :func:`make_chunk_fn` — K steps over K batches given to it (``lax.scan``): the compiled piece of an
   epoch streamed from host data in chunks (:mod:`jaxnets.streaming`).
 * :func:`make_evaluate_fn` — loss and accuracy over a whole set, in batches, as one call;
@@ -210,7 +212,7 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
     ``l1``, ``l2``: penalty strengths (``None``, the default: no penalty term). The whole epoch is
     one ``lax.scan`` over shuffled minibatches gathered from x and t (the plan drawn from ``key``,
     :func:`epoch_plan`, then :func:`make_planned_epoch_fn`), so
-    ``jax.vmap(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
+    ``vmap_runs(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
     ``batch_sharding``: split each batch's leading axis over a mesh axis (data parallelism, e.g.
     ``NamedSharding(mesh, PartitionSpec("data"))``; under ``vmap`` pass ``spmd_axis_name`` for the runs).
     ``compute_dtype``: mixed precision (:func:`objective`); ``constrain_params``: :func:`make_train_step`.
@@ -241,7 +243,7 @@ def make_planned_epoch_fn(model, loss, optimizer, *, penalty_mask=None,
     def epoch(ts: TrainState, x, t, batches, step_keys, l1=None, l2=None):
         def body(ts, inputs):
             idx, k = inputs
-            with conv_impl.training_loop():  # impl="auto" convolutions use matmuls inside the loop
+            with conv_impl.training_loop():  # on CPU, impl="xla" takes its gradients in the fast form
                 return step(ts, _batch(x, idx, batch_sharding), _batch(t, idx, batch_sharding), k, l1, l2)
 
         return jax.lax.scan(body, ts, (batches, step_keys))
@@ -276,25 +278,31 @@ def make_chunk_fn(model, loss, optimizer, *, penalty_mask=None,
     return chunk
 
 
-def choose_engine(engine: str, model) -> str:
+def choose_engine(engine: str) -> str:
     """``"scan"`` (one compiled call per epoch) or ``"step"`` (one compiled call per batch).
 
-    ``"auto"`` decides from the model's layers and the backend: ``"step"`` on CPU when a convolution
-    of the model computes with XLA's convolution (``impl="xla"``), whose weight gradient XLA:CPU
-    computes tens of times slower inside the scanned epoch than in a step on its own (see
-    :mod:`jaxnets.nn.conv_impl`); ``"scan"`` otherwise, and always on GPU/TPU."""
+    ``"auto"`` is ``"scan"`` for every model on every backend: with every ``impl`` of a convolution
+    the scanned epoch is as fast as the step engine or faster (on CPU ``"xla"`` takes its gradients
+    in the form XLA:CPU computes fast inside a loop, :func:`jaxnets.nn.conv_impl.eigen_conv`;
+    benchmarks/RESULTS.md), and it has no per-batch dispatch."""
     if engine not in ENGINES:
         raise unknown("engine", engine, ENGINES)
-    if engine != "auto":
-        return engine
-    if jax.default_backend() != "cpu":
-        return "scan"
-    from jaxnets.nn import iter_layers
-    from jaxnets.nn.core import Layer
+    return "scan" if engine == "auto" else engine
 
-    layers = iter_layers(model) if isinstance(model, Layer) else ()
-    xla_convs = any(getattr(layer, "impl", None) == "xla" and hasattr(layer, "kernel_size") for layer in layers)
-    return "step" if xla_convs else "scan"
+
+def vmap_runs(fn: Callable, in_axes, spmd_axis_name: str | None = None) -> Callable:
+    """``jax.vmap(fn, in_axes, spmd_axis_name=...)`` over stacked runs (each with its own params),
+    traced under :func:`jaxnets.nn.conv_impl.stacked_runs`, where ``impl="auto"`` convolutions use a
+    matmul formulation: XLA's convolution with one kernel per run is a grouped convolution, about
+    4× slower on CPU than im2col's batched matmul (benchmarks/RESULTS.md)."""
+    vmapped = jax.vmap(fn, in_axes=in_axes, spmd_axis_name=spmd_axis_name)
+
+    @functools.wraps(fn)
+    def runs(*args):
+        with conv_impl.stacked_runs():
+            return vmapped(*args)
+
+    return runs
 
 
 def _is_typed_key(key) -> bool:
@@ -327,8 +335,8 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
         ts_axis, x_axis, t_axis, key_axis, l1_axis, l2_axis = in_axes
         if key_axis != 0:
             raise ValueError("make_step_epoch_fn: stacked runs need one key per run (key axis 0)")
-        gathered = jax.vmap(gathered, in_axes=(ts_axis, x_axis, t_axis, 0, 0, l1_axis, l2_axis),
-                            spmd_axis_name=spmd_axis_name)
+        gathered = vmap_runs(gathered, in_axes=(ts_axis, x_axis, t_axis, 0, 0, l1_axis, l2_axis),
+                             spmd_axis_name=spmd_axis_name)
 
     @functools.partial(jax.jit, static_argnums=(7,))
     def compiled_step(ts, x, t, idx, key_data, l1, l2, typed_key):
@@ -385,7 +393,7 @@ def make_evaluate_fn(model, loss, *, batch_size: int = 1000) -> Callable:
 def make_evaluate_runs_fn(model, loss, *, batch_size: int = 1000) -> Callable:
     """Jitted ``evaluate(params, state, x, t) -> (loss (runs,), accuracy (runs,))`` for stacked
     params/state and shared data x: (N, …), t: (N, …)."""
-    return jax.jit(jax.vmap(make_evaluate_fn(model, loss, batch_size=batch_size), in_axes=(0, 0, None, None)))
+    return jax.jit(vmap_runs(make_evaluate_fn(model, loss, batch_size=batch_size), in_axes=(0, 0, None, None)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -394,7 +402,7 @@ def make_metrics_runs_fn(metrics_fn: Callable[..., dict], num_data: int = 0) -> 
     params/state, with ``num_data`` shared (not vmapped) data arguments. The same ``metrics_fn``
     gives the same jitted function, so metrics taken before ``fit_seeds`` (at initialisation)
     and during it share one compilation."""
-    return jax.jit(jax.vmap(metrics_fn, in_axes=(0, 0) + (None,) * num_data))
+    return jax.jit(vmap_runs(metrics_fn, in_axes=(0, 0) + (None,) * num_data))
 
 
 def evaluate(model, params, state, data: tuple[Any, Any], *, loss: str | Callable,

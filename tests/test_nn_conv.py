@@ -79,42 +79,120 @@ def test_toeplitz_tiles_all_give_the_convolution(key):
     assert [conv_impl.default_tile(*a) for a in ((28, 5), (10, 5), (7, 3), (2, 5))] == [4, 5, 1, 2]
 
 
-def test_auto_picks_the_native_convolution_except_inside_a_cpu_training_loop():
+def test_auto_picks_by_the_measured_rule_on_cpu_and_the_native_convolution_elsewhere():
     """The rule of conv_impl.auto_conv_impl, from benchmarks/bench_conv_impls.py's table."""
     layer = Conv2D(16, 3, padding="SAME")
     assert layer.resolved_impl(1, "gpu") == layer.resolved_impl(16, "tpu") == "xla"
-    assert layer.resolved_impl(1, "cpu") == "xla"  # outside a loop (inference, the step engine)
-    with conv_impl.training_loop():
-        assert layer.resolved_impl(1, "gpu") == "xla"
-        assert layer.resolved_impl(1, "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
-        assert layer.resolved_impl(3, "cpu") == "toeplitz"
-        assert layer.resolved_impl(4, "cpu") == "im2col"
-        assert Conv2D(16, 5).resolved_impl(6, "cpu") == "toeplitz"  # 5×5 kernels (LeNet's C3): Toeplitz
-        assert Conv2D(16, (5, 3)).resolved_impl(6, "cpu") == "im2col"
-        assert Conv1D(32, 5).resolved_impl(1, "cpu") == "im2col"  # 1-D: patches
-        assert Conv2D(16, 3, impl="xla").resolved_impl(1, "cpu") == "xla"  # an explicit impl is kept
-    assert not conv_impl.in_training_loop()
+    assert layer.resolved_impl(1, "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
+    assert layer.resolved_impl(3, "cpu") == "toeplitz"
+    assert layer.resolved_impl(4, "cpu") == "xla"  # 3×3 over more channels: XLA's convolution
+    assert Conv2D(16, 5).resolved_impl(6, "cpu") == "toeplitz"  # 5×5 kernels (LeNet's C3): Toeplitz
+    assert Conv2D(16, (5, 3)).resolved_impl(6, "cpu") == "xla"
+    assert Conv1D(32, 5).resolved_impl(1, "cpu") == Conv1D(32, 3).resolved_impl(32, "cpu") == "im2col"  # 1-D
+    assert Conv2D(16, 3, impl="im2col").resolved_impl(16, "cpu") == "im2col"  # an explicit impl is kept
+    with conv_impl.training_loop():  # the same rule inside the training loop
+        assert layer.resolved_impl(16, "cpu") == "xla" and layer.resolved_impl(1, "cpu") == "toeplitz"
+    with conv_impl.stacked_runs():  # one kernel per run: a batched matmul instead of a grouped convolution
+        assert layer.resolved_impl(16, "cpu") == "im2col"
+        assert layer.resolved_impl(1, "cpu") == "toeplitz" and layer.resolved_impl(16, "gpu") == "xla"
+    assert not conv_impl.in_training_loop() and not conv_impl.in_stacked_runs()
 
 
-def test_the_training_loop_uses_the_matmul_formulation_and_gives_the_same_result(key):
+EIGEN_CASES = [(2, padding, strides, dilation) for padding, strides, dilation in CASES_2D] + [
+    (1, padding, strides, dilation) for padding, strides, dilation in
+    itertools.product(["VALID", "SAME", 2, (0, 3)], [1, 3], [1, 2])]
+
+
+@pytest.mark.parametrize("ndim,padding,strides,dilation", EIGEN_CASES)
+def test_eigen_conv_gradients_equal_jax_own_convolution_gradients(ndim, padding, strides, dilation):
+    """conv_impl.eigen_conv writes out the two gradient convolutions that JAX derives for
+    lax.conv_general_dilated; in float64 they agree to rounding, for every padding, stride, dilation."""
+    layer = (Conv2D(4, (3, 2), strides=strides, padding=padding, dilation=dilation) if ndim == 2 else
+             Conv1D(5, 3, strides=strides, padding=padding, dilation=dilation))
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.standard_normal((2, 8, 7, 3) if ndim == 2 else (3, 11, 2)))
+        w = jnp.asarray(rng.standard_normal((*layer.kernel_size, x.shape[-1], layer.features)))
+        args = (layer.strides, tuple(map(tuple, layer.pads(x.shape))), layer.dilation)
+        probe = jnp.asarray(rng.standard_normal(layer.output_shape(x.shape)))  # a generic output gradient
+        loss = lambda conv: lambda x, w: jnp.sum(probe * jnp.sin(conv(x, w, *args)))  # noqa: E731
+        expected = jax.grad(loss(conv_impl.xla_conv), (0, 1))(x, w)
+        got = jax.grad(loss(conv_impl.eigen_conv), (0, 1))(x, w)
+        assert got[0].shape == x.shape and got[1].shape == w.shape
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(conv_impl.eigen_conv(x, w, *args), conv_impl.xla_conv(x, w, *args))
+
+
+def _dimension_labels(compiled_text):
+    return [line.split("dim_labels=")[1].split(",")[0] for line in compiled_text.splitlines() if "convolution(" in line]
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_the_scanned_epoch_computes_xla_convolutions_in_the_canonical_form_on_cpu(key, ndim):
+    """The reason "xla" is fast in the scanned epoch on CPU: every convolution XLA compiles there,
+    the two gradients included, has the labels of its fast kernel (batch, spatial, features) ×
+    (spatial, in, out). JAX's own transposes (e.g. f01b_i01o->01bf) would run as a slow loop nest."""
     from jaxnets import optim
     from jaxnets.train import TrainState, make_epoch_fn
 
-    model = Sequential([Conv2D(3, 3, padding="SAME"), Activation("relu"), Flatten(), Dense(2)])
-    x = jax.random.normal(key, (16, 6, 6, 1))
-    y = jnp.arange(16) % 2
+    Conv = Conv2D if ndim == 2 else Conv1D
+    model = Sequential([Dense(4), Conv(8, 3, strides=2, padding="SAME", impl="xla"), Activation("relu"), Flatten(),
+                        Dense(3)])
+    x = jax.random.normal(key, (16, *(9,) * ndim, 4))
+    y = jnp.arange(16) % 3
     params, state = model.init(key, x)
     opt = optim.optimizer("sgd", 0.1)
+    epoch = jax.jit(make_epoch_fn(model, "cross_entropy", opt, batch_size=8))
+    labels = _dimension_labels(epoch.lower(TrainState(params, state, opt.init(params)), x, y, key).compile().as_text())
+    assert len(labels) == 3  # forward, input gradient, weight gradient
+    if jax.default_backend() == "cpu":
+        assert set(labels) == {"b01f_01io->b01f"}, labels
+
+
+def test_the_training_loop_gives_the_same_training_with_every_impl(key):
+    from jaxnets import optim
+    from jaxnets.train import TrainState, make_epoch_fn
+
+    x = jax.random.normal(key, (16, 6, 6, 2))
+    y = jnp.arange(16) % 2
+    opt = optim.optimizer("sgd", 0.1)
     results = {}
-    for name, m in (("auto", model), ("xla", Sequential([(n, Conv2D(3, 3, padding="SAME", impl="xla"))
-                                                        if n == "conv1" else (n, layer) for n, layer in model.layers]))):
-        epoch = jax.jit(make_epoch_fn(m, "cross_entropy", opt, batch_size=8))
-        results[name] = epoch(TrainState(params, state, opt.init(params)), x, y, key)[0].params
-        text = jax.jit(make_epoch_fn(m, "cross_entropy", opt, batch_size=8)).lower(
-            TrainState(params, state, opt.init(params)), x, y, key).as_text()
-        assert ("convolution" in text) == (name == "xla" or jax.default_backend() != "cpu"), name
-    for a, b in zip(jax.tree.leaves(results["auto"]), jax.tree.leaves(results["xla"])):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for impl in ["auto", *IMPLS]:
+        model = Sequential([Dense(4), Conv2D(3, 3, strides=(1, 2), padding="SAME", impl=impl), Activation("relu"),
+                            Flatten(), Dense(2)])
+        params, state = model.init(key, x)
+        epoch = jax.jit(make_epoch_fn(model, "cross_entropy", opt, batch_size=8))
+        results[impl] = epoch(TrainState(params, state, opt.init(params)), x, y, key)[0].params
+    for impl in ["auto", "im2col", "toeplitz"]:
+        for a, b in zip(jax.tree.leaves(results[impl]), jax.tree.leaves(results["xla"])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_runs_use_a_matmul_where_auto_would_pick_xla_on_cpu(key):
+    """fit_seeds' runs (train.vmap_runs): XLA's convolution with one kernel per run is a grouped
+    convolution; "auto" computes a 3×3 convolution over many channels by im2col there instead."""
+    from jaxnets import optim
+    from jaxnets.train import TrainState, make_epoch_fn, vmap_runs
+
+    model = Sequential([Conv2D(4, 3, padding="SAME"), Activation("relu"), Flatten(), Dense(2)])
+    x = jax.random.normal(key, (16, 5, 5, 8))
+    y = jnp.arange(16) % 2
+    keys = jax.random.split(key, 2)
+    params, state = jax.vmap(lambda k: model.init(k, x[:1]))(keys)
+    opt = optim.optimizer("sgd", 0.1)
+    ts = TrainState(params, state, jax.vmap(opt.init)(params))
+    epoch = make_epoch_fn(model, "cross_entropy", opt, batch_size=8)
+    stacked = jax.jit(vmap_runs(epoch, in_axes=(0, None, None, 0)))
+    text = stacked.lower(ts, x, y, keys).compile().as_text()
+    assert ("convolution(" in text) == (jax.default_backend() != "cpu")
+    one_run = jax.jit(epoch).lower(jax.tree.map(lambda a: a[0], ts), x, y, keys[0]).compile().as_text()
+    assert "convolution(" in one_run  # one run: XLA's convolution, on every backend
+    trained = stacked(ts, x, y, keys)[0].params
+    for r in range(2):  # each stacked run trains as it would alone
+        alone = jax.jit(epoch)(jax.tree.map(lambda a: a[r], ts), x, y, keys[r])[0].params
+        for a, b in zip(jax.tree.leaves(jax.tree.map(lambda a: a[r], trained)), jax.tree.leaves(alone)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_true_convolution_flips_the_kernel_as_the_notes_define_it():

@@ -13,20 +13,26 @@ never changes its params or its results beyond float rounding); only the arithme
 
 1-D convolutions run the 2-D formulations on an image of height 1.
 
-Why ``"auto"`` does not pick XLA's convolution on CPU: inside a loop (the ``lax.scan`` that compiles
-a whole epoch) XLA:CPU computes a convolution's *weight gradient* tens of times slower than outside
-one (measured in benchmarks/RESULTS.md: 20 weight gradients of a 3×3, 16→32 convolution on 100
-images of 28×28 take 0.2 s straight-line and 17.7 s in a scan), while im2col and Toeplitz are matmuls,
-as fast in a loop as outside. So on CPU ``"auto"`` is a matmul formulation chosen by the rule of
-:func:`auto_conv_impl`, measured with ``benchmarks/bench_conv_impls.py``; on GPU and TPU it is
-``"xla"``. Pooling: ``"reshape"`` (non-overlapping, unpadded windows as a reshape and a max or mean,
-faster than ``reduce_window`` on CPU) where it applies, else ``"reduce_window"``.
+XLA's convolution inside the training loop: JAX takes a convolution's gradients as convolutions
+with permuted dimension labels, and XLA:CPU rewrites those into the form its fast (Eigen) kernel
+takes only at a program's top level, not inside a loop body such as the ``lax.scan`` that compiles a
+whole epoch. There they ran as a generic loop nest, 20–90× slower (20 weight gradients of a 3×3,
+16→32 convolution on 100 images of 28×28: 0.2 s straight-line, 17.7 s in a scan). Keras 3 on JAX
+does not meet this because its compiled multi-step loop is a Python loop, unrolled at the top level.
+So inside :func:`training_loop` on CPU, ``"xla"`` computes its gradients by :func:`eigen_conv`,
+which writes them out in that form, and is then as fast in the scanned epoch as in a step of its own.
+
+``"auto"``: on GPU and TPU ``"xla"``; on CPU the formulation the rule of :func:`auto_conv_impl` picks
+for the layer's kernel and channels, measured with ``benchmarks/bench_conv_impls.py``. Pooling:
+``"reshape"`` (non-overlapping, unpadded windows as a reshape and a max or mean, faster than
+``reduce_window`` on CPU) where it applies, else ``"reduce_window"``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from typing import Iterator, Sequence
 
 import jax
@@ -49,9 +55,60 @@ def check_impl(owner: str, impl: str, known: Sequence[str]) -> None:
 def xla_conv(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads, dilation: Sequence[int]) -> jax.Array:
     """Cross-correlation by ``lax.conv_general_dilated``. x: (batch, *spatial, in); w: (*window, in,
     features) → (batch, *out_spatial, features), for 1 or 2 spatial axes."""
-    spatial = "HW"[2 - (x.ndim - 2):]
     return lax.conv_general_dilated(x, w, window_strides=tuple(strides), padding=tuple(pads), rhs_dilation=tuple(dilation),
-                                    dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+                                    dimension_numbers=_dimension_numbers(x.ndim))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def eigen_conv(x: jax.Array, w: jax.Array, strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
+               dilation: tuple[int, ...]) -> jax.Array:
+    """:func:`xla_conv` whose two gradients are convolutions in XLA:CPU's canonical form.
+
+    Same value and same gradients as :func:`xla_conv` (the same convolutions, written out). JAX
+    transposes a convolution into convolutions with permuted dimension labels (the weight gradient
+    treats the batch as features, the input gradient swaps the kernel's in and out); XLA:CPU rewrites
+    those into the (batch, *spatial, features) × (*window, in, out) form its fast (Eigen) kernel takes
+    only in a program's top level, so inside a loop body (the scanned epoch) they fall to a generic
+    loop nest that is 20–90× slower. Here the backward pass moves the axes itself (cheap transposes)
+    and calls only canonical convolutions. Reverse mode only (a ``custom_vjp``): it is used where
+    the scanned epoch takes gradients, never for ``jax.jvp``.
+    """
+    return xla_conv(x, w, strides, pads, dilation)
+
+
+def _eigen_conv_forward(x, w, strides, pads, dilation):
+    return xla_conv(x, w, strides, pads, dilation), (x, w)
+
+
+def _eigen_conv_backward(strides, pads, dilation, residuals, dy):
+    """dy: (batch, *out_spatial, out) → (dx like x, dw like w), each by one canonical convolution."""
+    x, w = residuals
+    in_sizes, out_sizes, window = x.shape[1:-1], dy.shape[1:-1], w.shape[:-2]
+    spread = [(k - 1) * d + 1 for k, d in zip(window, dilation)]  # the dilated window
+    # dx: dy spread out by the strides (lhs dilation), correlated with the flipped kernel, in ↔ out.
+    dx_pads = []
+    for n_in, n_out, s, stride, (lo, _) in zip(in_sizes, out_sizes, spread, strides, pads):
+        before = s - 1 - lo
+        dx_pads.append((before, n_in + s - 1 - ((n_out - 1) * stride + 1) - before))
+    flipped = jnp.flip(w, axis=tuple(range(len(window)))).swapaxes(-1, -2)  # (*window, out, in)
+    dx = lax.conv_general_dilated(dy, flipped, (1,) * len(window), dx_pads, lhs_dilation=strides,
+                                  rhs_dilation=dilation, dimension_numbers=_dimension_numbers(x.ndim))
+    # dw: the input's channels as the batch, its batch as the features; dy's batch as the kernel's in.
+    xt = jnp.moveaxis(x, (0, x.ndim - 1), (x.ndim - 1, 0))  # (in, *spatial, batch)
+    dyt = jnp.moveaxis(dy, 0, -2)  # (*out_spatial, batch, out)
+    dw_pads = [(lo, s + (n_out - 1) * stride - n_in - lo)
+               for n_in, n_out, s, stride, (lo, _) in zip(in_sizes, out_sizes, spread, strides, pads)]
+    dwt = lax.conv_general_dilated(xt, dyt, dilation, dw_pads, rhs_dilation=strides,
+                                   dimension_numbers=_dimension_numbers(x.ndim))  # (in, *window, out)
+    return dx, jnp.moveaxis(dwt, 0, -2)
+
+
+eigen_conv.defvjp(_eigen_conv_forward, _eigen_conv_backward)
+
+
+def _dimension_numbers(ndim: int) -> tuple[str, str, str]:
+    spatial = "HW"[2 - (ndim - 2):]
+    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
 
 
 def im2col_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads,
@@ -121,13 +178,20 @@ def toeplitz_conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pa
 MATMUL_FORMULATIONS = {"im2col": im2col_conv2d, "toeplitz": toeplitz_conv2d}
 
 
+def _eigen_conv2d(x, w, strides, pads, dilation):  # conv()'s calling convention (lists are not hashable)
+    return eigen_conv(x, w, tuple(strides), tuple(map(tuple, pads)), tuple(dilation))
+
+
 def conv(impl: str, x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads,
          dilation: Sequence[int]) -> jax.Array:
     """The cross-correlation of x: (batch, *spatial, in) with w: (*window, in, features) by the
     resolved ``impl`` ("xla", "im2col", "toeplitz"), for 1 or 2 spatial axes."""
     if impl == "xla":
-        return xla_conv(x, w, strides, pads, dilation)
-    formulation = MATMUL_FORMULATIONS[impl]
+        if not (in_training_loop() and jax.default_backend() == "cpu"):
+            return xla_conv(x, w, strides, pads, dilation)
+        formulation = _eigen_conv2d
+    else:
+        formulation = MATMUL_FORMULATIONS[impl]
     if x.ndim == 3:  # 1-D: an image of height 1
         y = formulation(x[:, None], w[None], (1, *strides), ((0, 0), *pads), (1, *dilation))
         return y[:, 0]
@@ -135,13 +199,15 @@ def conv(impl: str, x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pa
 
 
 _TRAINING_LOOP = contextvars.ContextVar("jaxnets_training_loop", default=False)
+_STACKED_RUNS = contextvars.ContextVar("jaxnets_stacked_runs", default=False)
 
 
 @contextlib.contextmanager
 def training_loop() -> Iterator[None]:
     """Marks the code traced inside it as the body of a compiled training loop (the scanned epoch of
-    :func:`jaxnets.train.make_epoch_fn` sets it while tracing its steps), where ``impl="auto"`` avoids
-    XLA:CPU's convolution. It changes how a convolution is computed, never what it computes."""
+    :func:`jaxnets.train.make_epoch_fn` sets it while tracing its steps; set it around a
+    ``lax.scan`` of your own): there, on CPU, ``"xla"`` convolutions take their gradients by
+    :func:`eigen_conv`. It changes how a convolution is computed, never what it computes."""
     token = _TRAINING_LOOP.set(True)
     try:
         yield
@@ -153,25 +219,43 @@ def in_training_loop() -> bool:
     return _TRAINING_LOOP.get()
 
 
+@contextlib.contextmanager
+def stacked_runs() -> Iterator[None]:
+    """Marks the code traced inside it as vmapped over stacked runs, each with its own weights
+    (:func:`jaxnets.train.vmap_runs` sets it): there ``impl="auto"`` avoids XLA's convolution, which
+    becomes a grouped convolution over the runs (≈ 4× slower on CPU than a batched matmul)."""
+    token = _STACKED_RUNS.set(True)
+    try:
+        yield
+    finally:
+        _STACKED_RUNS.reset(token)
+
+
+def in_stacked_runs() -> bool:
+    return _STACKED_RUNS.get()
+
+
 def auto_conv_impl(kernel_size: Sequence[int], in_channels: int, features: int, backend: str,
-                   in_loop: bool | None = None) -> str:
+                   stacked: bool | None = None) -> str:
     """The formulation ``impl="auto"`` computes a convolution with on ``backend``.
 
-    GPU/TPU, and CPU outside a training loop: ``"xla"``, the native convolution. On CPU inside a
-    training loop (``in_loop``, default :func:`in_training_loop`), where XLA's convolution gradients
-    are slow, a matmul, by the rule measured with ``benchmarks/bench_conv_impls.py`` (table in
-    benchmarks/RESULTS.md): ``"toeplitz"`` for 2-D kernels over at most 3 input channels (im2col's
-    matmul is then too skinny: kh·kw·in rows) and for 2-D kernels of 5×5 or more (LeNet's: 1.4–2×
-    faster than im2col with the input gradient computed, as in a network), ``"im2col"`` otherwise
-    (1-D kernels, and 3×3 ones over more channels, where the two are within about 15 %).
+    GPU/TPU: ``"xla"``, the native convolution. CPU, by the rule measured with
+    ``benchmarks/bench_conv_impls.py`` (table in benchmarks/RESULTS.md), the same in and out of the
+    training loop: ``"toeplitz"`` for 2-D kernels over at most 3 input channels (im2col's matmul is
+    then too skinny: kh·kw·in rows; XLA's convolution is 1.6–2.8× slower) and for 2-D kernels of 5×5
+    or more (LeNet's: 1.4× faster than XLA's), ``"xla"`` for the other 2-D kernels (3×3 over more
+    channels: 1.3–1.8× faster than the matmuls), ``"im2col"`` for 1-D kernels (1.2–1.4× faster than
+    XLA's). Over ``stacked`` runs (default :func:`in_stacked_runs`), where XLA's convolution is a
+    grouped one, the matmul formulations batch better: ``"im2col"`` instead of ``"xla"``.
     """
-    in_loop = in_training_loop() if in_loop is None else in_loop
-    if backend != "cpu" or not in_loop:
+    if backend != "cpu":
         return "xla"
-    if len(kernel_size) == 2 and (in_channels <= 3 or min(kernel_size) >= 5):
+    if len(kernel_size) == 1:
+        return "im2col"
+    if in_channels <= 3 or min(kernel_size) >= 5:
         return "toeplitz"
-    return "im2col"
-
+    stacked = in_stacked_runs() if stacked is None else stacked
+    return "im2col" if stacked else "xla"
 
 
 def pool_reshapes(window: Sequence[int], strides: Sequence[int], pads: Pads) -> bool:
