@@ -56,16 +56,18 @@ def fashion_train(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     return np.ascontiguousarray(x[:n], np.float32), np.asarray(y[:n], np.int32), source
 
 
-def user_model(net: str):
+def user_model(net: str, impl: str = "auto"):
+    """The network of ``net`` ("1d" or "2d") from jaxnets.nn, its convolutions computed by ``impl``
+    (the default is the user's: ``"auto"``)."""
     from jaxnets import nn
 
     if net == "2d":
-        return nn.Sequential([nn.Conv2D(16, 3, padding="SAME"), nn.Activation("relu"), nn.MaxPool2D(2),
-                              nn.Conv2D(32, 3, padding="SAME"), nn.Activation("relu"), nn.MaxPool2D(2), nn.Flatten(),
-                              nn.Dense(10)])
-    return nn.Sequential([nn.Conv1D(32, 5, padding="SAME"), nn.Activation("relu"), nn.Conv1D(32, 3, strides=2),
-                          nn.Activation("relu"), nn.Conv1D(32, 3, strides=2), nn.Activation("relu"), nn.Flatten(),
-                          nn.Dense(10)])
+        return nn.Sequential([nn.Conv2D(16, 3, padding="SAME", impl=impl), nn.Activation("relu"), nn.MaxPool2D(2),
+                              nn.Conv2D(32, 3, padding="SAME", impl=impl), nn.Activation("relu"), nn.MaxPool2D(2),
+                              nn.Flatten(), nn.Dense(10)])
+    return nn.Sequential([nn.Conv1D(32, 5, padding="SAME", impl=impl), nn.Activation("relu"),
+                          nn.Conv1D(32, 3, strides=2, impl=impl), nn.Activation("relu"),
+                          nn.Conv1D(32, 3, strides=2, impl=impl), nn.Activation("relu"), nn.Flatten(), nn.Dense(10)])
 
 
 def make_jaxnets(x, y) -> Callable:

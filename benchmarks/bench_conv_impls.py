@@ -8,12 +8,16 @@ trains one epoch of 2,000 random examples (batch 100, Adam) with each ``impl`` o
 the step, as it is for every convolution but a network's first (without it the first measurements here
 favoured im2col for LeNet's C3, which is 1.4× slower than Toeplitz in the whole LeNet). The table gives
 the steady epoch (min of ``--repeats``) and marks the fastest; the last column is what ``impl="auto"`` picks (:func:`jaxnets.nn.conv_impl.auto_conv_impl`),
-whose rule these numbers set. The last line is ``auto_within_10_percent=<shapes where auto is within
-10 % of the fastest>/<shapes>``. ``--runs R`` trains R stacked runs at once (``train.vmap_runs``, as
-``fit_seeds`` does; no per-step candidate), where ``"auto"`` follows the stacked-runs rule.
+whose rule these numbers set.
 
-Command: ``python benchmarks/bench_conv_impls.py`` (≈ 3 min on 2 CPU cores; ``--quick``: 2 shapes, 1
-repeat, 400 examples).
+A second table trains whole networks the same way — the two user CNNs of ``bench_conv1d.py``, the
+modern LeNet-5 and the small ResNet of ``jaxnets.models`` — with every ``impl`` of all their
+convolutions: that is what ``fit`` with default options meets, and where the rule is judged. The
+last line is ``auto_within_10_percent=<shapes where auto is within 10 % of the fastest>/<shapes>
+networks_auto_within_10_percent=<networks …>/<networks>``.
+
+Command: ``python benchmarks/bench_conv_impls.py`` (≈ 5 min on 2 CPU cores; ``--quick``: 2 shapes, the
+1-D network, 1 repeat, 400 examples).
 """
 
 from __future__ import annotations
@@ -39,37 +43,47 @@ SHAPES = {
     "1-D 19x32 →32 k3 s2": ((19, 32), dict(features=32, kernel_size=3, strides=2)),
 }
 CANDIDATES = (("im2col", "scan"), ("toeplitz", "scan"), ("xla", "scan"), ("xla", "step"))
+NET_CANDIDATES = (("auto", "scan"),) + CANDIDATES
 
 
-def epoch_runner(shape, conv_args, impl: str, engine: str, examples: int, runs: int = 1):
+def networks() -> dict:
+    """name → (input shape of one example, ``build(impl)`` of the network)."""
+    from benchmarks.bench_conv1d import user_model
+    from jaxnets import models
+
+    return {"user 2-D CNN (bench_conv1d --net 2d)": ((28, 28, 1), lambda impl: user_model("2d", impl)),
+            "user 1-D CNN (bench_conv1d)": ((40, 1), lambda impl: user_model("1d", impl)),
+            "LeNet-5 modern": ((28, 28, 1), lambda impl: models.lenet5("modern", impl=impl)),
+            "ResNet (small)": ((28, 28, 1), lambda impl: models.resnet(impl=impl))}
+
+
+def shape_network(shape, conv_args, impl: str):
+    """The tiny network around one convolution shape."""
+    from jaxnets import nn
+
+    Conv = nn.Conv2D if len(shape) == 3 else nn.Conv1D
+    return nn.Sequential([nn.Dense(shape[-1]), Conv(**conv_args, impl=impl), nn.Activation("relu"), nn.Flatten(),
+                          nn.Dense(10)])
+
+
+def epoch_runner(model, shape, engine: str, examples: int):
     import jax
     import jax.numpy as jnp
 
-    from jaxnets import nn, optim
-    from jaxnets.train import TrainState, make_epoch_fn, make_step_epoch_fn, vmap_runs
+    from jaxnets import optim
+    from jaxnets.train import TrainState, make_epoch_fn, make_step_epoch_fn
 
-    Conv = nn.Conv2D if len(shape) == 3 else nn.Conv1D
-    model = nn.Sequential([nn.Dense(shape[-1]), Conv(**conv_args, impl=impl), nn.Activation("relu"), nn.Flatten(),
-                           nn.Dense(10)])
     x = jax.random.normal(jax.random.PRNGKey(0), (examples, *shape))
     y = jnp.arange(examples) % 10
     optimizer = optim.optimizer("adam", 1e-3)
+    params, state = model.init(jax.random.PRNGKey(1), x[:1])
     make = make_epoch_fn if engine == "scan" else make_step_epoch_fn
     epoch = make(model, "cross_entropy", optimizer, batch_size=100)
-    if runs == 1:
-        params, state = model.init(jax.random.PRNGKey(1), x[:1])
-        epoch = jax.jit(epoch) if engine == "scan" else epoch
-        keys = jax.random.PRNGKey
-    else:  # stacked runs, each with its own init and key
-        inits = [model.init(jax.random.PRNGKey(1 + r), x[:1]) for r in range(runs)]
-        params, state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *inits)
-        epoch = jax.jit(vmap_runs(epoch, in_axes=(0, None, None, 0)))
-        keys = lambda e: jax.random.split(jax.random.PRNGKey(e), runs)  # noqa: E731
-    opt_state = optimizer.init(params) if runs == 1 else jax.vmap(optimizer.init)(params)
-    carry = {"ts": TrainState(params, state, opt_state), "epoch": 0}
+    epoch = jax.jit(epoch) if engine == "scan" else epoch
+    carry = {"ts": TrainState(params, state, optimizer.init(params)), "epoch": 0}
 
     def run():
-        carry["ts"], out = epoch(carry["ts"], x, y, keys(carry["epoch"]))
+        carry["ts"], out = epoch(carry["ts"], x, y, jax.random.PRNGKey(carry["epoch"]))
         carry["epoch"] += 1
         jax.block_until_ready(out)
 
@@ -78,9 +92,8 @@ def epoch_runner(shape, conv_args, impl: str, engine: str, examples: int, runs: 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 shapes, 1 repeat, 400 examples")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 shapes, 1 network, 1 repeat, 400 examples")
     parser.add_argument("--repeats", type=int, default=None, help="steady epochs per candidate (default 3)")
-    parser.add_argument("--runs", type=int, default=1, help="stacked runs trained at once (default 1)")
     args = parser.parse_args(argv)
     import jax
 
@@ -91,27 +104,46 @@ def main(argv=None) -> None:
     shapes = dict(list(SHAPES.items())[:2]) if args.quick else SHAPES
     info = common.environment()
     print(f"{info['cpu']}, {info['cores']} cores ({info['simd']}), jax {info['versions']['jax']}, backend "
-          f"{jax.default_backend()}; {examples} examples, batch 100, {repeats} repeats, {args.runs} run(s)")
-    candidates = CANDIDATES if args.runs == 1 else [c for c in CANDIDATES if c[1] == "scan"]
+          f"{jax.default_backend()}; {examples} examples, batch 100, {repeats} repeats")
     rows, good = [], 0
     for name, (shape, conv_args) in shapes.items():
-        runners = {f"{impl}/{engine}": epoch_runner(shape, conv_args, impl, engine, examples, args.runs)
-                   for impl, engine in candidates}
+        runners = {f"{impl}/{engine}": epoch_runner(shape_network(shape, conv_args, impl), shape, engine, examples)
+                   for impl, engine in CANDIDATES}
         for run in runners.values():
             run()  # compile
         times = {k: min(v) for k, v in common.interleaved(runners, repeats).items()}
         fastest = min(times, key=times.get)
         kernel = (conv_args["kernel_size"],) * (len(shape) - 1)
+        # what "auto" computes inside the training epoch (outside it, on CPU too, it is XLA's convolution)
         auto = conv_impl.auto_conv_impl(kernel, shape[-1], conv_args["features"], jax.default_backend(),
-                                        stacked=args.runs > 1) + "/scan"  # fit's engine="auto" is the scan
+                                        in_loop=True) + "/scan"
         within = times[auto] <= 1.10 * times[fastest]
         good += within
         rows.append({"shape": name, **{k: round(t * 1e3, 1) for k, t in times.items()}, "fastest": fastest,
                      "auto": auto, "auto/fastest": round(times[auto] / times[fastest], 2)})
         print(f"  {name:<30} " + "  ".join(f"{k} {t * 1e3:7.1f} ms" for k, t in times.items())
               + f"  fastest {fastest}, auto {auto} ({times[auto] / times[fastest]:.2f}×)", flush=True)
-    print(common.format_table(rows, ["shape", *[f"{i}/{e}" for i, e in candidates], "fastest", "auto", "auto/fastest"]))
-    print(f"auto_within_10_percent={good}/{len(rows)}")
+    print(common.format_table(rows, ["shape", *[f"{i}/{e}" for i, e in CANDIDATES], "fastest", "auto", "auto/fastest"]))
+    net_rows, net_good = [], 0
+    nets = networks()
+    nets = {name: nets[name] for name in list(nets)[1:2]} if args.quick else nets  # quick: the 1-D CNN
+    for name, (shape, build) in nets.items():
+        runners = {f"{impl}/{engine}": epoch_runner(build(impl), shape, engine, examples)
+                   for impl, engine in NET_CANDIDATES}
+        for run in runners.values():
+            run()  # compile
+        times = {k: min(v) for k, v in common.interleaved(runners, repeats).items()}
+        fastest = min(times, key=times.get)
+        ratio = times["auto/scan"] / times[fastest]
+        net_good += ratio <= 1.10
+        net_rows.append({"network": name, **{k: round(t * 1e3, 1) for k, t in times.items()}, "fastest": fastest,
+                         "auto/fastest": round(ratio, 2)})
+        print(f"  {name:<38} " + "  ".join(f"{k} {t * 1e3:7.1f} ms" for k, t in times.items())
+              + f"  fastest {fastest} (auto {ratio:.2f}×)", flush=True)
+    if net_rows:
+        print(common.format_table(net_rows, ["network", *[f"{i}/{e}" for i, e in NET_CANDIDATES], "fastest",
+                                             "auto/fastest"]))
+    print(f"auto_within_10_percent={good}/{len(rows)} networks_auto_within_10_percent={net_good}/{len(net_rows)}")
 
 
 if __name__ == "__main__":

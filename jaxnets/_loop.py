@@ -48,7 +48,7 @@ from jaxnets.parallel import (RUNS, first_runs, fsdp_constraint, fsdp_shardings,
 from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
 from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn,
                            make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_planned_epoch_fn,
-                           make_step_epoch_fn, plan_runs, split_run_keys, vmap_runs)
+                           make_step_epoch_fn, plan_runs, split_run_keys)
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "stopped",
                 "seconds")
@@ -171,7 +171,7 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
         chunk_fn = make_chunk_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
                                  compute_dtype=compute_dtype, constrain_params=constrain_params)
         if vmapped:
-            epoch = jax.jit(vmap_runs(chunk_fn, in_axes=(0, None, None, 0, 0, 0), spmd_axis_name=spmd))
+            epoch = jax.jit(jax.vmap(chunk_fn, in_axes=(0, None, None, 0, 0, 0), spmd_axis_name=spmd))
         else:
             epoch = jax.jit(lambda ts, x, t, k, a, b: _add_run_axis(
                 chunk_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
@@ -179,7 +179,7 @@ def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmappe
         epoch_fn = make_planned_epoch_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
                                          compute_dtype=compute_dtype, constrain_params=constrain_params)
         if vmapped:
-            planned = jax.jit(vmap_runs(epoch_fn, in_axes=(0, x_axis, None, 0, 0, 0, 0), spmd_axis_name=spmd))
+            planned = jax.jit(jax.vmap(epoch_fn, in_axes=(0, x_axis, None, 0, 0, 0, 0), spmd_axis_name=spmd))
         else:  # the state, plan and penalties carry the run axis
             planned = jax.jit(lambda ts, x, t, idx, k, a, b: _add_run_axis(
                 epoch_fn(_squeeze(ts), x, t, idx[0], k[0], _squeeze(a), _squeeze(b))))

@@ -12,8 +12,6 @@
 * :func:`make_step_epoch_fn` — the same epoch as one compiled call per batch (the ``"step"``
   engine), for one run or, with ``in_axes``, for stacked runs.
 * :func:`choose_engine` — which of the two an epoch uses.
-* :func:`vmap_runs` — ``jax.vmap`` over stacked runs, traced so that ``impl="auto"`` convolutions
-  pick what batches over runs.
 * :func:`make_chunk_fn` — K steps over K batches given to it (``lax.scan``): the compiled piece of an
   epoch streamed from host data in chunks (:mod:`jaxnets.streaming`).
 * :func:`make_evaluate_fn` — loss and accuracy over a whole set, in batches, as one call;
@@ -212,7 +210,7 @@ def make_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=None,
     ``l1``, ``l2``: penalty strengths (``None``, the default: no penalty term). The whole epoch is
     one ``lax.scan`` over shuffled minibatches gathered from x and t (the plan drawn from ``key``,
     :func:`epoch_plan`, then :func:`make_planned_epoch_fn`), so
-    ``vmap_runs(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
+    ``jax.vmap(epoch, in_axes=(0, None, None, 0, 0, 0))`` trains many runs at once.
     ``batch_sharding``: split each batch's leading axis over a mesh axis (data parallelism, e.g.
     ``NamedSharding(mesh, PartitionSpec("data"))``; under ``vmap`` pass ``spmd_axis_name`` for the runs).
     ``compute_dtype``: mixed precision (:func:`objective`); ``constrain_params``: :func:`make_train_step`.
@@ -290,21 +288,6 @@ def choose_engine(engine: str) -> str:
     return "scan" if engine == "auto" else engine
 
 
-def vmap_runs(fn: Callable, in_axes, spmd_axis_name: str | None = None) -> Callable:
-    """``jax.vmap(fn, in_axes, spmd_axis_name=...)`` over stacked runs (each with its own params),
-    traced under :func:`jaxnets.nn.conv_impl.stacked_runs`, where ``impl="auto"`` convolutions use a
-    matmul formulation: XLA's convolution with one kernel per run is a grouped convolution, about
-    4× slower on CPU than im2col's batched matmul (benchmarks/RESULTS.md)."""
-    vmapped = jax.vmap(fn, in_axes=in_axes, spmd_axis_name=spmd_axis_name)
-
-    @functools.wraps(fn)
-    def runs(*args):
-        with conv_impl.stacked_runs():
-            return vmapped(*args)
-
-    return runs
-
-
 def _is_typed_key(key) -> bool:
     return jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
 
@@ -335,8 +318,8 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
         ts_axis, x_axis, t_axis, key_axis, l1_axis, l2_axis = in_axes
         if key_axis != 0:
             raise ValueError("make_step_epoch_fn: stacked runs need one key per run (key axis 0)")
-        gathered = vmap_runs(gathered, in_axes=(ts_axis, x_axis, t_axis, 0, 0, l1_axis, l2_axis),
-                             spmd_axis_name=spmd_axis_name)
+        gathered = jax.vmap(gathered, in_axes=(ts_axis, x_axis, t_axis, 0, 0, l1_axis, l2_axis),
+                            spmd_axis_name=spmd_axis_name)
 
     @functools.partial(jax.jit, static_argnums=(7,))
     def compiled_step(ts, x, t, idx, key_data, l1, l2, typed_key):
@@ -393,7 +376,7 @@ def make_evaluate_fn(model, loss, *, batch_size: int = 1000) -> Callable:
 def make_evaluate_runs_fn(model, loss, *, batch_size: int = 1000) -> Callable:
     """Jitted ``evaluate(params, state, x, t) -> (loss (runs,), accuracy (runs,))`` for stacked
     params/state and shared data x: (N, …), t: (N, …)."""
-    return jax.jit(vmap_runs(make_evaluate_fn(model, loss, batch_size=batch_size), in_axes=(0, 0, None, None)))
+    return jax.jit(jax.vmap(make_evaluate_fn(model, loss, batch_size=batch_size), in_axes=(0, 0, None, None)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -402,7 +385,7 @@ def make_metrics_runs_fn(metrics_fn: Callable[..., dict], num_data: int = 0) -> 
     params/state, with ``num_data`` shared (not vmapped) data arguments. The same ``metrics_fn``
     gives the same jitted function, so metrics taken before ``fit_seeds`` (at initialisation)
     and during it share one compilation."""
-    return jax.jit(vmap_runs(metrics_fn, in_axes=(0, 0) + (None,) * num_data))
+    return jax.jit(jax.vmap(metrics_fn, in_axes=(0, 0) + (None,) * num_data))
 
 
 def evaluate(model, params, state, data: tuple[Any, Any], *, loss: str | Callable,

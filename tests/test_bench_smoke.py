@@ -76,6 +76,12 @@ def test_quick_lenet_benchmark_prints_final_line_and_conv_forms_train_alike(caps
     assert 0 < user["train_loss"] < 3
 
 
+def test_quick_conv_impls_benchmark_prints_both_tables_and_final_line():
+    out, last = run_quick("bench_conv_impls.py")
+    assert "| shape " in out and "| network " in out and "user 1-D CNN" in out
+    assert re.fullmatch(r"auto_within_10_percent=\d+/2 networks_auto_within_10_percent=\d/1", last), last
+
+
 def test_quick_mixed_precision_benchmark_prints_final_line():
     _, last = run_quick("bench_mixed_precision.py")
     match = re.fullmatch(r"bf16_accuracy_delta=([+-]\d\.\d{4}) bf16_speedup=(\d+\.\d\d)", last)

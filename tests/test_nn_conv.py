@@ -79,23 +79,21 @@ def test_toeplitz_tiles_all_give_the_convolution(key):
     assert [conv_impl.default_tile(*a) for a in ((28, 5), (10, 5), (7, 3), (2, 5))] == [4, 5, 1, 2]
 
 
-def test_auto_picks_by_the_measured_rule_on_cpu_and_the_native_convolution_elsewhere():
-    """The rule of conv_impl.auto_conv_impl, from benchmarks/bench_conv_impls.py's table."""
+def test_auto_picks_the_native_convolution_except_inside_a_cpu_training_loop():
+    """The rule of conv_impl.auto_conv_impl, from benchmarks/bench_conv_impls.py's tables."""
     layer = Conv2D(16, 3, padding="SAME")
     assert layer.resolved_impl(1, "gpu") == layer.resolved_impl(16, "tpu") == "xla"
-    assert layer.resolved_impl(1, "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
-    assert layer.resolved_impl(3, "cpu") == "toeplitz"
-    assert layer.resolved_impl(4, "cpu") == "xla"  # 3×3 over more channels: XLA's convolution
-    assert Conv2D(16, 5).resolved_impl(6, "cpu") == "toeplitz"  # 5×5 kernels (LeNet's C3): Toeplitz
-    assert Conv2D(16, (5, 3)).resolved_impl(6, "cpu") == "xla"
-    assert Conv1D(32, 5).resolved_impl(1, "cpu") == Conv1D(32, 3).resolved_impl(32, "cpu") == "im2col"  # 1-D
-    assert Conv2D(16, 3, impl="im2col").resolved_impl(16, "cpu") == "im2col"  # an explicit impl is kept
-    with conv_impl.training_loop():  # the same rule inside the training loop
-        assert layer.resolved_impl(16, "cpu") == "xla" and layer.resolved_impl(1, "cpu") == "toeplitz"
-    with conv_impl.stacked_runs():  # one kernel per run: a batched matmul instead of a grouped convolution
-        assert layer.resolved_impl(16, "cpu") == "im2col"
-        assert layer.resolved_impl(1, "cpu") == "toeplitz" and layer.resolved_impl(16, "gpu") == "xla"
-    assert not conv_impl.in_training_loop() and not conv_impl.in_stacked_runs()
+    assert layer.resolved_impl(1, "cpu") == "xla"  # outside a loop (inference, the step engine)
+    with conv_impl.training_loop():
+        assert layer.resolved_impl(1, "gpu") == "xla"
+        assert layer.resolved_impl(1, "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
+        assert layer.resolved_impl(3, "cpu") == "toeplitz"
+        assert layer.resolved_impl(4, "cpu") == "im2col"
+        assert Conv2D(16, 5).resolved_impl(6, "cpu") == "toeplitz"  # 5×5 kernels (LeNet's C3): Toeplitz
+        assert Conv2D(16, (5, 3)).resolved_impl(6, "cpu") == "im2col"
+        assert Conv1D(32, 5).resolved_impl(1, "cpu") == "im2col"  # 1-D: patches
+        assert Conv2D(16, 3, impl="xla").resolved_impl(1, "cpu") == "xla"  # an explicit impl is kept
+    assert not conv_impl.in_training_loop()
 
 
 EIGEN_CASES = [(2, padding, strides, dilation) for padding, strides, dilation in CASES_2D] + [
@@ -150,7 +148,7 @@ def test_the_scanned_epoch_computes_xla_convolutions_in_the_canonical_form_on_cp
         assert set(labels) == {"b01f_01io->b01f"}, labels
 
 
-def test_the_training_loop_gives_the_same_training_with_every_impl(key):
+def test_the_training_loop_uses_the_matmul_formulation_and_every_impl_trains_alike(key):
     from jaxnets import optim
     from jaxnets.train import TrainState, make_epoch_fn
 
@@ -163,35 +161,12 @@ def test_the_training_loop_gives_the_same_training_with_every_impl(key):
                             Flatten(), Dense(2)])
         params, state = model.init(key, x)
         epoch = jax.jit(make_epoch_fn(model, "cross_entropy", opt, batch_size=8))
-        results[impl] = epoch(TrainState(params, state, opt.init(params)), x, y, key)[0].params
+        ts = TrainState(params, state, opt.init(params))
+        results[impl] = epoch(ts, x, y, key)[0].params
+        uses_xla = impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu")  # auto: a matmul on CPU
+        assert ("convolution" in epoch.lower(ts, x, y, key).as_text()) == uses_xla, impl
     for impl in ["auto", "im2col", "toeplitz"]:
         for a, b in zip(jax.tree.leaves(results[impl]), jax.tree.leaves(results["xla"])):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_stacked_runs_use_a_matmul_where_auto_would_pick_xla_on_cpu(key):
-    """fit_seeds' runs (train.vmap_runs): XLA's convolution with one kernel per run is a grouped
-    convolution; "auto" computes a 3×3 convolution over many channels by im2col there instead."""
-    from jaxnets import optim
-    from jaxnets.train import TrainState, make_epoch_fn, vmap_runs
-
-    model = Sequential([Conv2D(4, 3, padding="SAME"), Activation("relu"), Flatten(), Dense(2)])
-    x = jax.random.normal(key, (16, 5, 5, 8))
-    y = jnp.arange(16) % 2
-    keys = jax.random.split(key, 2)
-    params, state = jax.vmap(lambda k: model.init(k, x[:1]))(keys)
-    opt = optim.optimizer("sgd", 0.1)
-    ts = TrainState(params, state, jax.vmap(opt.init)(params))
-    epoch = make_epoch_fn(model, "cross_entropy", opt, batch_size=8)
-    stacked = jax.jit(vmap_runs(epoch, in_axes=(0, None, None, 0)))
-    text = stacked.lower(ts, x, y, keys).compile().as_text()
-    assert ("convolution(" in text) == (jax.default_backend() != "cpu")
-    one_run = jax.jit(epoch).lower(jax.tree.map(lambda a: a[0], ts), x, y, keys[0]).compile().as_text()
-    assert "convolution(" in one_run  # one run: XLA's convolution, on every backend
-    trained = stacked(ts, x, y, keys)[0].params
-    for r in range(2):  # each stacked run trains as it would alone
-        alone = jax.jit(epoch)(jax.tree.map(lambda a: a[r], ts), x, y, keys[r])[0].params
-        for a, b in zip(jax.tree.leaves(jax.tree.map(lambda a: a[r], trained)), jax.tree.leaves(alone)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

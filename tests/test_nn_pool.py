@@ -73,6 +73,11 @@ def test_gradient_at_ties_reshape_shares_it_reduce_window_gives_it_to_one():
     one = jax.grad(lambda v: MaxPool2D(2, impl="reduce_window").apply({}, {}, v)[0].sum())(x)
     np.testing.assert_allclose(np.asarray(shared).ravel(), [0.25] * 4)
     assert sorted(np.asarray(one).ravel().tolist()) == [0.0, 0.0, 0.0, 1.0]
+    # three tied maxima: split down the tree of pairwise maxima (rows first, then the two rows), all of it
+    # to the tied values; what is not a maximum gets nothing
+    three = jax.grad(lambda v: MaxPool2D(2, impl="reshape").apply({}, {}, v)[0].sum())(
+        jnp.array([1.0, 1.0, 1.0, 0.0]).reshape(1, 2, 2, 1))
+    np.testing.assert_allclose(np.asarray(three).ravel(), [0.25, 0.25, 0.5, 0.0])
 
 
 @pytest.mark.parametrize("padding,strides", POOL_CASES)

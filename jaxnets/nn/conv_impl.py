@@ -22,8 +22,10 @@ does not meet this because its compiled multi-step loop is a Python loop, unroll
 So inside :func:`training_loop` on CPU, ``"xla"`` computes its gradients by :func:`eigen_conv`,
 which writes them out in that form, and is then as fast in the scanned epoch as in a step of its own.
 
-``"auto"``: on GPU and TPU ``"xla"``; on CPU the formulation the rule of :func:`auto_conv_impl` picks
-for the layer's kernel and channels, measured with ``benchmarks/bench_conv_impls.py``. Pooling:
+``"auto"``: on GPU and TPU ``"xla"``; on CPU inside the training loop the matmul formulation the rule
+of :func:`auto_conv_impl` picks for the layer's kernel and channels (measured with
+``benchmarks/bench_conv_impls.py``: in whole networks it beats even the fast ``"xla"``), outside it
+``"xla"``. Pooling:
 ``"reshape"`` (non-overlapping, unpadded windows as a reshape and a max or mean, faster than
 ``reduce_window`` on CPU) where it applies, else ``"reduce_window"``.
 """
@@ -199,15 +201,15 @@ def conv(impl: str, x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pa
 
 
 _TRAINING_LOOP = contextvars.ContextVar("jaxnets_training_loop", default=False)
-_STACKED_RUNS = contextvars.ContextVar("jaxnets_stacked_runs", default=False)
 
 
 @contextlib.contextmanager
 def training_loop() -> Iterator[None]:
     """Marks the code traced inside it as the body of a compiled training loop (the scanned epoch of
     :func:`jaxnets.train.make_epoch_fn` sets it while tracing its steps; set it around a
-    ``lax.scan`` of your own): there, on CPU, ``"xla"`` convolutions take their gradients by
-    :func:`eigen_conv`. It changes how a convolution is computed, never what it computes."""
+    ``lax.scan`` of your own). There, on CPU, ``impl="auto"`` is a matmul formulation and ``"xla"``
+    takes its gradients by :func:`eigen_conv`. It changes how a convolution is computed, never what
+    it computes."""
     token = _TRAINING_LOOP.set(True)
     try:
         yield
@@ -219,43 +221,27 @@ def in_training_loop() -> bool:
     return _TRAINING_LOOP.get()
 
 
-@contextlib.contextmanager
-def stacked_runs() -> Iterator[None]:
-    """Marks the code traced inside it as vmapped over stacked runs, each with its own weights
-    (:func:`jaxnets.train.vmap_runs` sets it): there ``impl="auto"`` avoids XLA's convolution, which
-    becomes a grouped convolution over the runs (≈ 4× slower on CPU than a batched matmul)."""
-    token = _STACKED_RUNS.set(True)
-    try:
-        yield
-    finally:
-        _STACKED_RUNS.reset(token)
-
-
-def in_stacked_runs() -> bool:
-    return _STACKED_RUNS.get()
-
-
 def auto_conv_impl(kernel_size: Sequence[int], in_channels: int, features: int, backend: str,
-                   stacked: bool | None = None) -> str:
+                   in_loop: bool | None = None) -> str:
     """The formulation ``impl="auto"`` computes a convolution with on ``backend``.
 
-    GPU/TPU: ``"xla"``, the native convolution. CPU, by the rule measured with
-    ``benchmarks/bench_conv_impls.py`` (table in benchmarks/RESULTS.md), the same in and out of the
-    training loop: ``"toeplitz"`` for 2-D kernels over at most 3 input channels (im2col's matmul is
-    then too skinny: kh·kw·in rows; XLA's convolution is 1.6–2.8× slower) and for 2-D kernels of 5×5
-    or more (LeNet's: 1.4× faster than XLA's), ``"xla"`` for the other 2-D kernels (3×3 over more
-    channels: 1.3–1.8× faster than the matmuls), ``"im2col"`` for 1-D kernels (1.2–1.4× faster than
-    XLA's). Over ``stacked`` runs (default :func:`in_stacked_runs`), where XLA's convolution is a
-    grouped one, the matmul formulations batch better: ``"im2col"`` instead of ``"xla"``.
+    GPU/TPU, and CPU outside a training loop (inference, evaluation in batches of 1,000, where
+    im2col's patches would hold kh·kw copies of the input): ``"xla"``, the native convolution. On
+    CPU inside a training loop (``in_loop``, default :func:`in_training_loop`) a matmul, by the rule
+    measured with ``benchmarks/bench_conv_impls.py`` (tables in benchmarks/RESULTS.md): ``"toeplitz"``
+    for 2-D kernels over at most 3 input channels (im2col's matmul is then too skinny: kh·kw·in
+    rows) and for 2-D kernels of 5×5 or more (LeNet's: 1.4–2× faster than im2col with the input
+    gradient computed, as in a network), ``"im2col"`` otherwise (1-D kernels, and 3×3 ones over more
+    channels). In whole networks the matmuls also beat XLA's convolution with its fast gradients
+    (:func:`eigen_conv`) by 10–30 %: XLA:CPU computes the weight gradient, a convolution whose window
+    is as large as the output, slowly, where im2col's is one matmul.
     """
-    if backend != "cpu":
+    in_loop = in_training_loop() if in_loop is None else in_loop
+    if backend != "cpu" or not in_loop:
         return "xla"
-    if len(kernel_size) == 1:
-        return "im2col"
-    if in_channels <= 3 or min(kernel_size) >= 5:
+    if len(kernel_size) == 2 and (in_channels <= 3 or min(kernel_size) >= 5):
         return "toeplitz"
-    stacked = in_stacked_runs() if stacked is None else stacked
-    return "im2col" if stacked else "xla"
+    return "im2col"
 
 
 def pool_reshapes(window: Sequence[int], strides: Sequence[int], pads: Pads) -> bool:
@@ -266,9 +252,24 @@ def pool_reshapes(window: Sequence[int], strides: Sequence[int], pads: Pads) -> 
 def reshape_pool(x: jax.Array, window: Sequence[int], reduce) -> jax.Array:
     """Non-overlapping, unpadded pooling as a reshape and ``reduce`` (jnp.max or jnp.mean) over the
     window axes; a remainder that fills no window is dropped, as VALID pooling does.
-    x: (batch, *spatial, channels) → (batch, *(spatial // window), channels)."""
+    x: (batch, *spatial, channels) → (batch, *(spatial // window), channels).
+
+    The max is a balanced tree of elementwise maxima over the window's offsets: its gradient is
+    elementwise selects, where ``jnp.max`` over the window axes would count the tied maxima with a
+    reduction (the 2-D user CNN's epoch: 0.36 → 0.30 s on CPU, benchmarks/RESULTS.md). At ties the
+    gradient is split among the tied values: equally for a 2×2 window of four equal values, in
+    halves down the tree in general."""
     n, *spatial, c = x.shape
     out = [s // k for s, k in zip(spatial, window)]
     x = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)), slice(None))]
-    shape = [n] + [d for o, k in zip(out, window) for d in (o, k)] + [c]  # (n, o1, k1, o2, k2, c)
-    return reduce(x.reshape(shape), axis=tuple(2 + 2 * i for i in range(len(window))))
+    x = x.reshape([n] + [d for o, k in zip(out, window) for d in (o, k)] + [c])  # (n, o1, k1, o2, k2, c)
+    axes = tuple(2 + 2 * i for i in range(len(window)))
+    if reduce is not jnp.max:
+        return reduce(x, axis=axes)
+    for axis in reversed(axes):  # the last window axis first, so the earlier axes keep their index
+        values = [lax.index_in_dim(x, j, axis, keepdims=False) for j in range(x.shape[axis])]
+        while len(values) > 1:
+            values = [jnp.maximum(*values[i:i + 2]) if i + 1 < len(values) else values[i]
+                      for i in range(0, len(values), 2)]
+        x = values[0]
+    return x

@@ -81,7 +81,7 @@ class _MaxPool(_Pool):
 
     def apply(self, params, state, x, *, key=None, train=False):
         self.output_shape(x.shape)
-        if self.resolved_impl(x.shape) == "reshape":  # at ties the gradient is shared among the maxima
+        if self.resolved_impl(x.shape) == "reshape":  # at ties the gradient is split among the maxima
             return conv_impl.reshape_pool(x, self.window, jnp.max), state
         lowest = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
         return self._reduce(x, np.asarray(lowest, x.dtype), lax.max), state
