@@ -112,7 +112,7 @@ def fit(
         epoch is finished and saved; epochs restored from a checkpoint are not repeated.
       on_non_finite: ``"raise"`` (:class:`NonFiniteError` naming epoch, step and leaves) or
         ``"record"`` (stop training and return, with ``diverged_epoch`` set).
-      engine: "auto", "scan" (one compiled call per epoch) or "step" (one per batch).
+      engine: "auto" (the scan, for every model), "scan" (one compiled call per epoch) or "step" (one per batch).
       devices, mesh: data parallelism (default: one device). ``devices=[...]`` splits each batch over
         these devices (:func:`jaxnets.parallel.data_mesh`); ``mesh=`` a :class:`jax.sharding.Mesh` with a
         ``"data"`` axis (and a ``"runs"`` axis of size 1, if any). Params and optimizer state are
