@@ -16,7 +16,7 @@ never changes its params or its results beyond float rounding); only the arithme
 XLA's convolution inside the training loop: JAX takes a convolution's gradients as convolutions
 with permuted dimension labels, and XLA:CPU rewrites those into the form its fast (Eigen) kernel
 takes only at a program's top level, not inside a loop body such as the ``lax.scan`` that compiles a
-whole epoch. There they ran as a generic loop nest, 20–90× slower (20 weight gradients of a 3×3,
+whole epoch. There they ran as a generic loop nest, 30–90× slower (20 weight gradients of a 3×3,
 16→32 convolution on 100 images of 28×28: 0.2 s straight-line, 17.7 s in a scan). Keras 3 on JAX
 does not meet this because its compiled multi-step loop is a Python loop, unrolled at the top level.
 So inside :func:`training_loop` on CPU, ``"xla"`` computes its gradients by :func:`eigen_conv`,
@@ -25,9 +25,9 @@ which writes them out in that form, and is then as fast in the scanned epoch as 
 ``"auto"``: on GPU and TPU ``"xla"``; on CPU inside the training loop the matmul formulation the rule
 of :func:`auto_conv_impl` picks for the layer's kernel and channels (measured with
 ``benchmarks/bench_conv_impls.py``: in whole networks it beats even the fast ``"xla"``), outside it
-``"xla"``. Pooling:
-``"reshape"`` (non-overlapping, unpadded windows as a reshape and a max or mean, faster than
-``reduce_window`` on CPU) where it applies, else ``"reduce_window"``.
+``"xla"``. Pooling: ``"reshape"`` (non-overlapping, unpadded windows as a reshape, then a mean or a
+tree of elementwise maxima; faster than ``reduce_window`` on CPU) where it applies, else
+``"reduce_window"``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def eigen_conv(x: jax.Array, w: jax.Array, strides: tuple[int, ...], pads: tuple
     treats the batch as features, the input gradient swaps the kernel's in and out); XLA:CPU rewrites
     those into the (batch, *spatial, features) × (*window, in, out) form its fast (Eigen) kernel takes
     only in a program's top level, so inside a loop body (the scanned epoch) they fall to a generic
-    loop nest that is 20–90× slower. Here the backward pass moves the axes itself (cheap transposes)
+    loop nest that is 30–90× slower. Here the backward pass moves the axes itself (cheap transposes)
     and calls only canonical convolutions. Reverse mode only (a ``custom_vjp``): it is used where
     the scanned epoch takes gradients, never for ``jax.jvp``.
     """
