@@ -90,6 +90,14 @@ def epoch_runner(model, shape, engine: str, examples: int):
     return run
 
 
+def steady_times(runners: dict, repeats: int) -> tuple[dict, str]:
+    """Each runner's steady epoch (s, min of ``repeats`` interleaved, after one compiling call) and the fastest's name."""
+    for run in runners.values():
+        run()  # compile
+    times = {k: min(v) for k, v in common.interleaved(runners, repeats).items()}
+    return times, min(times, key=times.get)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 shapes, 1 network, 1 repeat, 400 examples")
@@ -109,10 +117,7 @@ def main(argv=None) -> None:
     for name, (shape, conv_args) in shapes.items():
         runners = {f"{impl}/{engine}": epoch_runner(shape_network(shape, conv_args, impl), shape, engine, examples)
                    for impl, engine in CANDIDATES}
-        for run in runners.values():
-            run()  # compile
-        times = {k: min(v) for k, v in common.interleaved(runners, repeats).items()}
-        fastest = min(times, key=times.get)
+        times, fastest = steady_times(runners, repeats)
         kernel = (conv_args["kernel_size"],) * (len(shape) - 1)
         # what "auto" computes inside the training epoch (outside it, on CPU too, it is XLA's convolution)
         auto = conv_impl.auto_conv_impl(kernel, shape[-1], conv_args["features"], jax.default_backend(),
@@ -130,10 +135,7 @@ def main(argv=None) -> None:
     for name, (shape, build) in nets.items():
         runners = {f"{impl}/{engine}": epoch_runner(build(impl), shape, engine, examples)
                    for impl, engine in NET_CANDIDATES}
-        for run in runners.values():
-            run()  # compile
-        times = {k: min(v) for k, v in common.interleaved(runners, repeats).items()}
-        fastest = min(times, key=times.get)
+        times, fastest = steady_times(runners, repeats)
         ratio = times["auto/scan"] / times[fastest]
         net_good += ratio <= 1.10
         net_rows.append({"network": name, **{k: round(t * 1e3, 1) for k, t in times.items()}, "fastest": fastest,
