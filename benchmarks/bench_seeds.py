@@ -20,9 +20,12 @@ JAX exposes one CPU device per core (``jaxnets.runtime.use_cpu_devices``; ``--cp
 turns it off) for all three implementations: ``fit_seeds`` splits its runs over the devices,
 ``fit`` and the Flax loop run on the first one, as they would in a user's process.
 
-All times are wall-clock seconds including compilation (what a user waits for); the
-implementations run round-robin in one process (repetitions interleaved, min and median
-reported) because other processes may load the CPU. Part 1 also reports the time without
+All times are wall-clock seconds including compilation (what a user waits for): each timed
+block starts from empty compilation caches (``jax.clear_caches()``), as in a fresh process, and
+compiles what it needs once — ``fit`` reuses its compiled programs across calls with equal settings,
+so the 32 sequential ``fit`` calls of part 1 compile one epoch and those of part 3 one per optimizer
+(its learning rates live in the optimizer state). The implementations run round-robin in one
+process (repetitions interleaved, min and median reported) because other processes may load the CPU. Part 1 also reports the time without
 compilation (epochs after the first). The last line is
 ``vmapped_seeds_speedup=<vs a> vs_flax_loop=<vs b> hparam_grid_speedup=<part 3 vs sequential fits>
 hparam_grid_vs_flax_loop=<part 3 vs the Flax loop>`` (medians).
@@ -162,6 +165,7 @@ def grid_flax(x, y, grid, seeds, epochs, batch_size):
 
 
 def measure(name: str, fn, times: dict, steady: dict | None = None) -> None:
+    jax.clear_caches()  # compile as a fresh process would (the backend and the data stay)
     started = time.perf_counter()
     out = fn()
     times.setdefault(name, []).append(time.perf_counter() - started)
@@ -196,8 +200,9 @@ def main(argv=None) -> None:
     model, seeds = models.mlp([64, 64, 2], activation="tanh"), list(range(num_seeds))
     print(f"part 1: {num_seeds} seeds of a 2-64-64-2 tanh MLP, Adam, batch 64, {epochs} epochs, {len(x)} spirals points")
     # Warm-up, untimed, each implementation at the run counts it is timed at: one-time costs of the
-    # process (backend start, the small programs compiled once per shape: initialisers, the epoch
-    # plan, key folding) would otherwise fall on whichever timed call meets a shape first.
+    # process that survive jax.clear_caches() (backend start, imports, lazily built Python state)
+    # would otherwise fall on whichever timed block comes first. Compiled programs do not carry over:
+    # measure() empties the caches before each block.
     grid_runs = len(next(iter(grid.values()))) * len(grid_seeds)
     for warm_seeds in (seeds, list(range(grid_runs))):
         vmapped(model, x, y, warm_seeds, 1, 64, 1e-2)

@@ -3,7 +3,8 @@
 Every run lives on a leading run axis: R runs are stacked (``fit`` is one run, R = 1), padded to a
 multiple of the mesh's ``"runs"`` axis (:mod:`jaxnets.parallel`; each batch split over its ``"data"``
 axis) and trained by one compiled epoch per call — vmapped over the runs when there are several, the
-plain epoch when there is one; the same in every process of a multi-process run. Python runs once
+plain epoch when there is one; the same in every process of a multi-process run (the compiled pieces
+come from :mod:`jaxnets._programs`, which reuses them across calls with equal settings). Python runs once
 per epoch: it checks the losses, evaluates, asks the monitors (early stopping and plateau annealing,
 per run), appends to the history, saves a checkpoint and calls ``on_epoch_end``.
 
@@ -41,14 +42,13 @@ from tqdm.auto import tqdm
 from jaxnets import checkpoint as ckpt
 from jaxnets import optim
 from jaxnets._checks import check_pair, checked_augment, key_data, resolve_hyperparams, stack_keys
-from jaxnets._util import path_str, to_json, unknown
+from jaxnets._programs import programs_for
+from jaxnets._util import add_run_axis, drop_run_axis, path_str, to_json, unknown
 from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, ReduceOnPlateau
-from jaxnets.parallel import (RUNS, first_runs, fsdp_constraint, fsdp_shardings, pad_runs, put, run_layout, to_device,
+from jaxnets.parallel import (first_runs, fsdp_constraint, fsdp_shardings, pad_runs, put, run_layout, to_device,
                               to_host)
 from jaxnets.streaming import HostArrays, HostBatches, StreamedEpoch, as_source
-from jaxnets.train import (NonFiniteError, TrainState, choose_engine, is_classification, make_chunk_fn,
-                           make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn, make_planned_epoch_fn,
-                           make_step_epoch_fn, plan_runs, split_run_keys)
+from jaxnets.train import NonFiniteError, TrainState, choose_engine, is_classification
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "stopped",
                 "seconds")
@@ -86,17 +86,6 @@ def _where_runs(mask, new, old):
 
 def _where_host(mask, new, old):
     return jax.tree.map(lambda a, b: np.where(mask, a, b), new, old)
-
-
-_fold_in_runs = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))  # (keys (runs,), epoch) -> (runs,)
-
-
-def _squeeze(tree):
-    return jax.tree.map(lambda leaf: leaf[0], tree)
-
-
-def _add_run_axis(tree):
-    return jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], tree)
 
 
 def _non_finite_leaves(tree) -> list[str]:
@@ -142,71 +131,6 @@ def _settings(runs, batch_size, hyperparams, l1, l2, regularize_from_epoch, earl
     return to_json(settings)
 
 
-class Programs(NamedTuple):
-    """The compiled pieces of one call, all on stacked runs (the plain epoch when there is one run)."""
-
-    epoch: Callable  # (train_state, x, t, keys, l1, l2) -> (train_state, (losses, corrects)), both (runs, …);
-    # streamed: the chunk program, x and t (K, batch, …), keys (runs, K)
-    epoch_keys: Callable  # (keys, epoch) -> fold_in of each run's key
-    split_keys: Callable  # keys -> (augmentation keys, epoch keys)
-    augment: Callable | None  # (keys, x) -> each run's augmented x
-    evaluate: Callable  # (params, state, x, t) -> (loss (runs,), accuracy (runs,))
-    metrics: Callable | None  # (params, state, *data) -> {name: (runs, …)}
-
-
-def _one_run(fn: Callable, batched: int) -> Callable:
-    """``fn`` of one run applied to stacked runs of size 1: the first ``batched`` arguments lose their
-    run axis, the result gains it (free inside jit), so one run compiles the plain program."""
-    def wrapped(*args):
-        return _add_run_axis(fn(*(_squeeze(a) for a in args[:batched]), *args[batched:]))
-    return wrapped
-
-
-def _compile(model, loss, optimizer, *, batch_size, penalty_mask, engine, vmapped, augment, metrics_fn,
-             num_metrics_data, batch_sharding, compute_dtype, streamed, constrain_params) -> Programs:
-    x_axis = 0 if augment is not None and vmapped else None
-    in_axes = (0, x_axis, None, 0, 0, 0)
-    spmd = RUNS if batch_sharding is not None else None  # the runs' mesh axis, for the batch's sharding
-    if streamed:  # (train_state, xs, ts, keys, l1, l2) for chunks of batches (K, batch, …) shared by the runs
-        chunk_fn = make_chunk_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
-                                 compute_dtype=compute_dtype, constrain_params=constrain_params)
-        if vmapped:
-            epoch = jax.jit(jax.vmap(chunk_fn, in_axes=(0, None, None, 0, 0, 0), spmd_axis_name=spmd))
-        else:
-            epoch = jax.jit(lambda ts, x, t, k, a, b: _add_run_axis(
-                chunk_fn(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b))))
-    elif engine == "scan":  # the plan (batches, step keys) drawn by a program compiled once per process
-        epoch_fn = make_planned_epoch_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
-                                         compute_dtype=compute_dtype, constrain_params=constrain_params)
-        if vmapped:
-            planned = jax.jit(jax.vmap(epoch_fn, in_axes=(0, x_axis, None, 0, 0, 0, 0), spmd_axis_name=spmd))
-        else:  # the state, plan and penalties carry the run axis
-            planned = jax.jit(lambda ts, x, t, idx, k, a, b: _add_run_axis(
-                epoch_fn(_squeeze(ts), x, t, idx[0], k[0], _squeeze(a), _squeeze(b))))
-
-        def epoch(ts, x, t, keys, l1, l2):
-            return planned(ts, x, t, *plan_runs(keys, t.shape[0], batch_size), l1, l2)
-    elif vmapped:
-        epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                   in_axes=in_axes, batch_sharding=batch_sharding, spmd_axis_name=spmd,
-                                   compute_dtype=compute_dtype, constrain_params=constrain_params)
-    else:
-        step_epoch = make_step_epoch_fn(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                                        batch_sharding=batch_sharding, compute_dtype=compute_dtype, constrain_params=constrain_params)
-
-        def epoch(ts, x, t, k, a, b):
-            return _add_run_axis(step_epoch(_squeeze(ts), x, t, k[0], _squeeze(a), _squeeze(b)))
-    augment_runs = None
-    if augment is not None:
-        augment_runs = jax.jit(jax.vmap(augment, in_axes=(0, None)) if vmapped else lambda k, v: augment(k[0], v))
-    evaluate = make_evaluate_fn(model, loss)
-    metrics = None
-    if metrics_fn is not None:
-        metrics = make_metrics_runs_fn(metrics_fn, num_metrics_data) if vmapped else _one_run(jax.jit(metrics_fn), 2)
-    return Programs(epoch, _fold_in_runs, split_run_keys, augment_runs,
-                    make_evaluate_runs_fn(model, loss) if vmapped else _one_run(evaluate, 2), metrics)
-
-
 def train_runs(
     model, params, state, train_data, *, stacked: bool, caller: str, loss, optimizer: optax.GradientTransformation,
     epochs: int, batch_size: int, keys, hyperparams: dict | None, validation_data, early_stopping,
@@ -232,7 +156,7 @@ def train_runs(
     keys = stack_keys(caller, keys, stacked)
     runs = int(keys.shape[0])
     if not stacked:
-        params, state = _add_run_axis(params), _add_run_axis(state)
+        params, state = add_run_axis(params), add_run_axis(state)
     for path, leaf in jax.tree_util.tree_leaves_with_path((params, state)):
         if leaf.shape[:1] != (runs,):
             raise ValueError(f"{caller}: {('params', 'state')[path[0].idx]} leaf {path_str(path[1:])} has shape "
@@ -256,7 +180,7 @@ def train_runs(
     if validation_data is not None:
         x_val, t_val = (jnp.asarray(a) for a in validation_data)
         check_pair(f"{caller}: validation_data", model, params, state, x_val, t_val, loss, stacked=True)
-    opt_shapes = jax.eval_shape(optimizer.init, _squeeze(params))
+    opt_shapes = jax.eval_shape(optimizer.init, drop_run_axis(params))
     optimizer_values, l1, l2 = resolve_hyperparams(caller, hyperparams, l1, l2, opt_shapes, runs, stacked)
     if reduce_on_plateau is not None and "learning_rate" not in optim.get_hyperparams(opt_shapes):
         raise ValueError(f"{caller}: reduce_on_plateau needs an injectable learning rate (an optimizer from "
@@ -276,11 +200,11 @@ def train_runs(
     padded = layout.padded
     classification = is_classification(loss)
     use_l1, use_l2 = bool(np.any(l1 != 0)), bool(np.any(l2 != 0))
-    programs = _compile(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
-                        engine=choose_engine(engine), vmapped=padded > 1, augment=augment,
-                        metrics_fn=metrics_fn, num_metrics_data=len(metrics_data), batch_sharding=layout.batch,
-                        compute_dtype=compute_dtype, streamed=source is not None,
-                        constrain_params=fsdp_constraint(layout.mesh) if shard_params else None)
+    programs = programs_for(model, loss, optimizer, batch_size=batch_size, penalty_mask=penalty_mask,
+                            engine=choose_engine(engine), vmapped=padded > 1, augment=augment,
+                            metrics_fn=metrics_fn, num_metrics_data=len(metrics_data), batch_sharding=layout.batch,
+                            compute_dtype=compute_dtype, streamed=source is not None,
+                            constrain_params=fsdp_constraint(layout.mesh) if shard_params else None)
     streamed = (None if source is None else
                 StreamedEpoch(source, programs.epoch, batch_size=batch_size, layout=layout))
 

@@ -7,16 +7,20 @@
 * :data:`BIAS_NAMES`, :func:`is_bias`, :func:`weight_mask` — the one rule for what is a bias
   (a leaf named ``b``, ``bias`` or ``offset``) and what is a weight (every other trained value),
   used by the L1/L2 penalties and by the model summary.
+* :func:`drop_run_axis`, :func:`add_run_axis` — one run of stacked runs, and back.
+* :func:`memoize_hashable` — reuse what a builder of compiled functions made for equal arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import PurePath
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 BIAS_NAMES = ("b", "bias", "offset")
@@ -85,3 +89,36 @@ def _to_json(value: Any, path: str) -> Any:
             raise TypeError(f"to_json: {path or '<root>'} is an array of dtype {array.dtype}, not numbers")
         return _to_json(array.tolist(), path)
     raise TypeError(f"to_json: {path or '<root>'} is a {type(value).__name__}, which has no JSON form")
+
+
+def drop_run_axis(tree: Any) -> Any:
+    """The first run of a tree of stacked runs: every leaf (runs, …) -> (…)."""
+    return jax.tree.map(lambda leaf: leaf[0], tree)
+
+
+def add_run_axis(tree: Any) -> Any:
+    """One run as stacked runs of size 1: every leaf (…) -> (1, …)."""
+    return jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], tree)
+
+
+def memoize_hashable(maxsize: int) -> Callable[[Callable], Callable]:
+    """``functools.lru_cache(maxsize)`` for builders of compiled functions: a call whose arguments
+    are all hashable returns what an equal earlier call returned (so its jitted functions, and the
+    programs XLA compiled for them, are reused); a call with an unhashable argument (a dict, an
+    array) builds afresh instead of raising. Only for builders whose result depends on nothing but
+    their arguments; ``wrapper.cache_clear()`` empties the cache."""
+    def decorate(build: Callable) -> Callable:
+        cached = functools.lru_cache(maxsize=maxsize)(build)
+
+        @functools.wraps(build)
+        def wrapper(*args, **kwargs):
+            try:
+                hash((args, tuple(kwargs.items())))
+            except TypeError:
+                return build(*args, **kwargs)
+            return cached(*args, **kwargs)
+
+        wrapper.cache_clear = cached.cache_clear
+        wrapper.cache_info = cached.cache_info
+        return wrapper
+    return decorate

@@ -7,11 +7,17 @@ learning rate, momentum, b1, b2, eps, weight decay, …) live in the optimizer s
 epochs (plateau annealing) or gives each of many stacked runs its own value
 (:func:`jaxnets.fit_seeds`'s ``hyperparams=``) without recompiling. No other module touches
 ``opt_state.hyperparams``.
+
+Since those values live in the state, optimizers of one name and the same non-numeric options
+(schedules, flags) update alike whatever their numbers: :func:`optimizer` gives them one shared
+``update`` function, and ``fit`` reuses its compiled programs across them (a learning-rate sweep of
+sequential ``fit`` calls compiles once).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +51,43 @@ def optimizer(name: str, learning_rate: float | Schedule, **options) -> optax.Gr
         raise unknown("optimizer", name, sorted(OPTIMIZERS))
     factory = optax.inject_hyperparams(OPTIMIZERS[name])
     try:
-        return factory(learning_rate=learning_rate, **options)
+        built = factory(learning_rate=learning_rate, **options)
     except TypeError as e:
         raise TypeError(f"optimizer {name!r}: {e}") from None
+    return built._replace(update=_shared_update(name, {"learning_rate": learning_rate, **options}, built.update))
+
+
+_SHARED_UPDATES: OrderedDict[Hashable, Callable] = OrderedDict()  # update_key -> update, least recently used first
+_MAX_SHARED_UPDATES = 64
+
+
+def _update_key(name: str, hyperparams: dict[str, Any]) -> Hashable | None:
+    """What the ``update`` of ``optimizer(name, **hyperparams)`` depends on: the name, which
+    hyper-parameters are numbers (their values live in the state, as ``optax.inject_hyperparams``
+    sorts them: a bool is a flag, not a number) and the other values (schedules, flags) themselves;
+    None when one is unhashable."""
+    parts = []
+    for key, value in sorted(hyperparams.items()):
+        numeric = not isinstance(value, bool) and isinstance(value, (int, float, jax.Array, np.ndarray))
+        parts.append((key, "number") if numeric else (key, value))
+    identity = (name, tuple(parts))
+    try:
+        hash(identity)
+    except TypeError:
+        return None
+    return identity
+
+
+def _shared_update(name: str, hyperparams: dict[str, Any], update: Callable) -> Callable:
+    """The first ``update`` built for this :func:`_update_key` (kept for the 64 latest keys), else ``update``."""
+    identity = _update_key(name, hyperparams)
+    if identity is None:
+        return update
+    shared = _SHARED_UPDATES.setdefault(identity, update)
+    _SHARED_UPDATES.move_to_end(identity)
+    while len(_SHARED_UPDATES) > _MAX_SHARED_UPDATES:
+        _SHARED_UPDATES.popitem(last=False)
+    return shared
 
 
 _INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)

@@ -23,6 +23,7 @@ needs it and reduce-scatters its gradient, so each device holds 1/n of the train
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -141,10 +142,11 @@ def fsdp_shardings(tree: Any, mesh: Mesh) -> Any:
                         tree)
 
 
+@functools.lru_cache(maxsize=8)
 def fsdp_constraint(mesh: Mesh):
     """``constrain(tree) -> tree`` that keeps a run's leaves (no run axis; under ``vmap`` with
     ``spmd_axis_name="runs"`` for stacked runs) split over ``"data"`` as :func:`fsdp_spec` says, inside a
-    compiled step."""
+    compiled step. The same mesh gives the same function (so the programs that use it are reused)."""
     devices = mesh.shape[DATA]
 
     def constrain(tree):

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnets._util import unknown
+from jaxnets._util import memoize_hashable, unknown
 from jaxnets.losses import correct, get_loss, l1_penalty, l2_penalty
 from jaxnets.nn import conv_impl
 from jaxnets.parallel import to_host
@@ -345,9 +345,11 @@ def make_step_epoch_fn(model, loss, optimizer, *, batch_size: int, penalty_mask=
     return epoch
 
 
+@memoize_hashable(32)
 def make_evaluate_fn(model, loss, *, batch_size: int = 1000) -> Callable:
     """Jitted ``evaluate(params, state, x, t) -> (mean_loss, accuracy)`` in evaluation mode, in
-    batches (the last one masked), so large test sets fit in memory."""
+    batches (the last one masked), so large test sets fit in memory. Equal arguments give the same
+    function (so :func:`evaluate` compiles once per model, loss and data shape)."""
     loss_fn = get_loss(loss)
     classification = is_classification(loss)
 
@@ -373,6 +375,7 @@ def make_evaluate_fn(model, loss, *, batch_size: int = 1000) -> Callable:
     return evaluate
 
 
+@memoize_hashable(32)
 def make_evaluate_runs_fn(model, loss, *, batch_size: int = 1000) -> Callable:
     """Jitted ``evaluate(params, state, x, t) -> (loss (runs,), accuracy (runs,))`` for stacked
     params/state and shared data x: (N, …), t: (N, …)."""
@@ -391,8 +394,8 @@ def make_metrics_runs_fn(metrics_fn: Callable[..., dict], num_data: int = 0) -> 
 def evaluate(model, params, state, data: tuple[Any, Any], *, loss: str | Callable,
              batch_size: int = 1000) -> tuple[float, float]:
     """``(mean loss, accuracy)`` of a trained model on ``data = (x, t)`` in evaluation mode
-    (accuracy is NaN for a loss that is not a classification loss). For many evaluations of one
-    model, :func:`make_evaluate_fn` compiles once."""
+    (accuracy is NaN for a loss that is not a classification loss). Compiled once per model, loss
+    and data shape in a process (:func:`make_evaluate_fn`)."""
     x, t = (jnp.asarray(a) for a in data)
     value, accuracy = make_evaluate_fn(model, loss, batch_size=batch_size)(params, state, x, t)
     return float(value), float(accuracy) if is_classification(loss) else float("nan")

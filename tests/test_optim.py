@@ -133,3 +133,35 @@ def test_hyperparams_inside_a_wrapper_and_bad_names():
     scheduled = optim.optimizer("sgd", optim.schedule("cosine", 0.1, epochs=3)).init(params)
     with pytest.raises(ValueError, match="a schedule computes it from the step count"):
         optim.set_hyperparams(scheduled, learning_rate=0.5)
+
+
+def test_optimizers_that_differ_only_in_numbers_share_one_update_function():
+    """Numeric hyper-parameters live in the state, so one update serves them all (and fit reuses its
+    programs); a schedule, another name or an unhashable option gives another."""
+    adam = optim.optimizer("adam", 1e-3)
+    assert optim.optimizer("adam", 3e-2).update is adam.update
+    assert optim.optimizer("adam", 1e-3, b1=0.8).update is not adam.update  # b1 becomes a state value
+    assert optim.optimizer("adam", 1e-3, b1=0.8).update is optim.optimizer("adam", 0.1, b1=0.95).update
+    assert optim.optimizer("rmsprop", 1e-3).update is not adam.update
+    nesterov = optim.optimizer("sgd", 0.1, momentum=0.9, nesterov=True)  # a flag, compiled in: not shared
+    assert nesterov.update is not optim.optimizer("sgd", 0.1, momentum=0.9, nesterov=False).update
+    assert nesterov.update is optim.optimizer("sgd", 0.5, momentum=0.5, nesterov=True).update
+    cosine = optim.schedule("cosine", 1e-3, steps_per_epoch=10, epochs=5)
+    assert optim.optimizer("adam", cosine).update is not adam.update
+    assert optim.optimizer("adam", cosine).update is optim.optimizer("adam", cosine).update
+    mask = {"w": True, "b": False}
+    assert optim.optimizer("adamw", 1e-3, mask=mask).update is not optim.optimizer("adamw", 1e-3, mask=mask).update
+
+
+def test_a_shared_update_steps_exactly_as_the_optimizer_built_for_its_own_numbers():
+    params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.25]]), "b": jnp.array([0.1, -0.2])}
+    grads = jax.tree.map(lambda p: 0.3 * p + 0.1, params)
+    optim.optimizer("momentum", 0.5, momentum=0.3)  # the first of this kind: its update is the shared one
+    shared = optim.optimizer("momentum", 0.05, momentum=0.9)
+    own = optax.inject_hyperparams(lambda learning_rate, momentum: optax.sgd(learning_rate, momentum=momentum))(
+        learning_rate=0.05, momentum=0.9)
+    states = [shared.init(params), own.init(params)]
+    for _ in range(3):
+        (u1, states[0]), (u2, states[1]) = shared.update(grads, states[0], params), own.update(grads, states[1], params)
+        for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,0 +1,115 @@
+"""A call of ``fit``/``fit_seeds`` reuses the compiled programs of an earlier call with equal
+settings (:mod:`jaxnets._programs`), and optimizers from ``optim.optimizer`` that differ only in
+numbers share one update function, so that reuse covers a learning-rate sweep. Reuse must never
+change a result: a run on reused programs equals a run on programs built afresh, bit for bit.
+
+Compilation is counted as lowerings to MLIR (JAX's ``jaxpr_to_mlir_module`` event), which happen
+even when the persistent compilation cache of the test session then loads the XLA program."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import monitoring
+
+import jaxnets as jn
+from jaxnets import data, models, optim
+from jaxnets._util import weight_mask
+from jaxnets.seeds import fit_seeds
+
+LOWERINGS: list[float] = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **_: LOWERINGS.append(seconds) if event.endswith("jaxpr_to_mlir_module_duration") else None)
+
+
+@pytest.fixture(scope="module")
+def spirals():
+    x, y = data.make_synthetic("spirals", 256, key=jax.random.PRNGKey(0))
+    model = models.mlp([12, 2], activation="tanh")
+    params, state = model.init(jax.random.PRNGKey(1), x[:1])
+    return model, params, state, (x, y)
+
+
+def train(spirals, optimizer, model=None, **options):
+    default_model, params, state, train_data = spirals
+    model = model or default_model
+    if model is not default_model:
+        params, state = model.init(jax.random.PRNGKey(1), train_data[0][:1])
+    return jn.fit(model, params, state, train_data, loss="cross_entropy", optimizer=optimizer, epochs=3,
+                  batch_size=32, key=jax.random.PRNGKey(2), progress=False, **options)
+
+
+def lowerings_of(fn):
+    """(what fn returned, how many programs JAX lowered while it ran)."""
+    before = len(LOWERINGS)
+    out = fn()
+    return out, len(LOWERINGS) - before
+
+
+def assert_same_params(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_second_fit_with_the_same_settings_compiles_nothing_and_gives_the_same_result(spirals):
+    opt = optim.optimizer("adam", 0.02)
+    first, lowered_first = lowerings_of(lambda: train(spirals, opt))
+    again, lowered_again = lowerings_of(lambda: train(spirals, opt))
+    assert lowered_first > 0  # the counter sees compilation (so the zero below can fail)
+    assert lowered_again == 0
+    assert_same_params(first.params, again.params)
+    assert first.history["train_loss"] == again.history["train_loss"]
+
+
+def test_a_learning_rate_sweep_compiles_once_and_each_rate_is_the_one_used(spirals):
+    train(spirals, optim.optimizer("adam", 0.01))
+    swept, lowered = lowerings_of(lambda: train(spirals, optim.optimizer("adam", 0.05)))
+    assert lowered == 0
+    # the same rate on an optimizer built without jaxnets (its own update function: fresh programs)
+    fresh, lowered_fresh = lowerings_of(lambda: train(spirals, optax.inject_hyperparams(optax.adam)(learning_rate=0.05)))
+    assert lowered_fresh > 0
+    assert_same_params(swept.params, fresh.params)
+    assert swept.history["train_loss"] == fresh.history["train_loss"]
+    slower = train(spirals, optim.optimizer("adam", 0.01))
+    assert not np.array_equal(np.asarray(slower.params["dense1"]["w"]), np.asarray(swept.params["dense1"]["w"]))
+
+
+def test_other_models_losses_and_optimizers_build_their_own_programs(spirals):
+    opt = optim.optimizer("sgd", 0.1)
+    base = train(spirals, opt)
+    for other in (dict(model=models.mlp([12, 2], activation="relu")), dict(model=models.mlp([13, 2], activation="tanh")),
+                  dict(optimizer=optim.optimizer("momentum", 0.1)), dict(engine="step")):
+        options = {"optimizer": opt, **other}
+        result, lowered = lowerings_of(lambda: train(spirals, **options))
+        assert lowered > 0, other
+        assert result.history["train_loss"] != base.history["train_loss"] or "engine" in other, other
+
+
+def test_a_setting_that_cannot_be_hashed_trains_as_well(spirals):
+    """A penalty mask given as a tree (a dict, unhashable) builds its programs afresh; the weight
+    mask written out equals the default mask."""
+    _, params, _, _ = spirals
+    opt = optim.optimizer("adam", 0.02)
+    default = train(spirals, opt, l2=0.01)
+    tree_mask = train(spirals, opt, l2=0.01, penalty_mask=weight_mask(params))
+    assert_same_params(default.params, tree_mask.params)
+    biases_too = train(spirals, opt, l2=0.01, penalty_mask=jax.tree.map(lambda _: True, params))
+    assert not np.array_equal(np.asarray(biases_too.params["dense1"]["b"]), np.asarray(default.params["dense1"]["b"]))
+
+
+def test_fit_seeds_reuses_its_programs_across_calls_and_grids(spirals):
+    model, params, state, train_data = spirals
+    stacked = jax.tree.map(lambda leaf: jnp.stack([leaf, leaf]), (params, state))
+    keys = jnp.stack([jax.random.PRNGKey(5), jax.random.PRNGKey(6)])
+
+    def grid(rates):
+        return fit_seeds(model, *stacked, train_data, loss="cross_entropy", optimizer=optim.optimizer("rmsprop", rates[0]),
+                         epochs=2, batch_size=32, keys=keys, hyperparams={"learning_rate": rates}, progress=False)
+    grid([1e-3, 3e-3])
+    second, lowered = lowerings_of(lambda: grid([1e-2, 3e-2]))
+    assert lowered == 0
+    one = jn.fit(model, params, state, train_data, loss="cross_entropy", optimizer=optim.optimizer("rmsprop", 3e-2),
+                 epochs=2, batch_size=32, key=keys[1], progress=False)
+    np.testing.assert_allclose(np.asarray(second.params["dense1"]["w"][1]), np.asarray(one.params["dense1"]["w"]),
+                               rtol=1e-5, atol=1e-6)
