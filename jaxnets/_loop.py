@@ -180,7 +180,7 @@ def train_runs(
     if validation_data is not None:
         x_val, t_val = (jnp.asarray(a) for a in validation_data)
         check_pair(f"{caller}: validation_data", model, params, state, x_val, t_val, loss, stacked=True)
-    opt_shapes = jax.eval_shape(optimizer.init, drop_run_axis(params))
+    opt_shapes = jax.eval_shape(lambda stacked_params: optimizer.init(drop_run_axis(stacked_params)), params)
     optimizer_values, l1, l2 = resolve_hyperparams(caller, hyperparams, l1, l2, opt_shapes, runs, stacked)
     if reduce_on_plateau is not None and "learning_rate" not in optim.get_hyperparams(opt_shapes):
         raise ValueError(f"{caller}: reduce_on_plateau needs an injectable learning rate (an optimizer from "

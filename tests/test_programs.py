@@ -62,6 +62,15 @@ def test_a_second_fit_with_the_same_settings_compiles_nothing_and_gives_the_same
     assert first.history["train_loss"] == again.history["train_loss"]
 
 
+def test_clearing_jax_caches_compiles_again_with_the_same_result(spirals):
+    opt = optim.optimizer("adam", 0.03)
+    first = train(spirals, opt)
+    jax.clear_caches()
+    again, lowered = lowerings_of(lambda: train(spirals, opt))
+    assert lowered > 0
+    assert_same_params(first.params, again.params)
+
+
 def test_a_learning_rate_sweep_compiles_once_and_each_rate_is_the_one_used(spirals):
     train(spirals, optim.optimizer("adam", 0.01))
     swept, lowered = lowerings_of(lambda: train(spirals, optim.optimizer("adam", 0.05)))
