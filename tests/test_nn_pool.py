@@ -138,6 +138,7 @@ def test_jit_equals_no_jit(layer, in_shape, out_shape, key):
 GRAD_LAYERS = [
     (MaxPool2D(2, strides=1, padding="SAME"), (1, 3, 4, 2)),
     (MaxPool2D(2, impl="reshape"), (1, 4, 4, 2)),
+    (MaxPool2D(2, impl="reshape"), (1, 5, 4, 2)),  # a remainder row that fills no window: no gradient
     (AvgPool2D(2, impl="reshape"), (1, 4, 5, 2)),
     (AvgPool2D(2, strides=1, padding=1, count_include_pad=False), (1, 3, 3, 2)),
     (MaxPool1D(2), (2, 5, 2)),
