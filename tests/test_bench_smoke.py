@@ -99,3 +99,14 @@ def test_quick_scaling_benchmark_trains_every_layout_to_the_one_device_params():
     streamed = re.search(r"in memory \(ratio \S+\); max \|Δparam\| (\S+)", out)
     assert streamed and float(streamed.group(1)) < 1e-5, out  # the memmap trains as the arrays in memory do
     assert "with a peak resident memory of" in out
+
+
+@pytest.mark.requires_fashion_mnist
+def test_quick_epoch_profile_names_the_operations_of_the_compiled_epoch():
+    out, last = run_quick("profile_epoch.py")
+    match = re.fullmatch(r"epoch_ms=([\d.]+) operations_ms=([\d.]+) top=(\S+) top_share=([\d.]+)", last)
+    assert match, last
+    assert float(match.group(2)) > 0 and 0 < float(match.group(4)) <= 1
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "| epoch: " in line]
+    assert rows, out  # operations traced in the epoch are found again in its compiled program
+    assert any("dot_general" in row for row in rows), out  # the matmuls are among the top ten
