@@ -22,11 +22,12 @@ turns it off) for all three implementations: ``fit_seeds`` splits its runs over 
 
 All times are wall-clock seconds including compilation (what a user waits for): each timed
 block starts from empty compilation caches (``jax.clear_caches()``), as in a fresh process, and
-compiles what it needs once — ``fit`` reuses its compiled programs across calls with equal settings,
-so the 32 sequential ``fit`` calls of part 1 compile one epoch and those of part 3 one per optimizer
-(its learning rates live in the optimizer state). The implementations run round-robin in one
-process (repetitions interleaved, min and median reported) because other processes may load the CPU. Part 1 also reports the time without
-compilation (epochs after the first). The last line is
+compiles what it needs once — ``fit`` reuses its compiled programs across calls with equal
+settings, so the 32 sequential ``fit`` calls of part 1 compile one epoch and those of part 3 one
+per optimizer (its learning rates live in the optimizer state). The implementations run
+round-robin in one process (repetitions interleaved, min and median reported) because other
+processes may load the CPU. Part 1 also reports the time without compilation (epochs after the
+first). The last line is
 ``vmapped_seeds_speedup=<vs a> vs_flax_loop=<vs b> hparam_grid_speedup=<part 3 vs sequential fits>
 hparam_grid_vs_flax_loop=<part 3 vs the Flax loop>`` (medians).
 
