@@ -101,17 +101,43 @@ def add_run_axis(tree: Any) -> Any:
     return jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], tree)
 
 
+class _EqualPartial(functools.partial):
+    """A ``functools.partial`` equal to another of the same function, arguments and keywords (a plain
+    partial is equal only to itself, so a partial written anew at each call would never be reused)."""
+
+    def _identity(self):
+        return self.func, self.args, tuple(sorted(self.keywords.items()))
+
+    def __eq__(self, other):
+        return isinstance(other, functools.partial) and self._identity() == _EqualPartial._identity(other)
+
+    def __hash__(self):
+        return hash(self._identity())
+
+
+def _comparable(value: Any) -> Any:
+    """``value``, with a ``functools.partial`` compared by what it calls instead of by identity."""
+    if isinstance(value, functools.partial) and not isinstance(value, _EqualPartial):
+        return _EqualPartial(value.func, *value.args, **value.keywords)
+    return value
+
+
 def memoize_hashable(maxsize: int) -> Callable[[Callable], Callable]:
     """``functools.lru_cache(maxsize)`` for builders of compiled functions: a call whose arguments
     are all hashable returns what an equal earlier call returned (so its jitted functions, and the
     programs XLA compiled for them, are reused); a call with an unhashable argument (a dict, an
-    array) builds afresh instead of raising. Only for builders whose result depends on nothing but
-    their arguments; ``wrapper.cache_clear()`` empties the cache."""
+    array) builds afresh instead of raising. Functions compare by identity, except that a
+    ``functools.partial`` equals another of the same function, arguments and keywords (written anew
+    in a notebook cell, ``partial(augment, shift=1)`` is still the same augmentation). Only for
+    builders whose result depends on nothing but their arguments; ``wrapper.cache_clear()``
+    empties the cache."""
     def decorate(build: Callable) -> Callable:
         cached = functools.lru_cache(maxsize=maxsize)(build)
 
         @functools.wraps(build)
         def wrapper(*args, **kwargs):
+            args = tuple(_comparable(a) for a in args)
+            kwargs = {name: _comparable(value) for name, value in kwargs.items()}
             try:
                 hash((args, tuple(kwargs.items())))
             except TypeError:

@@ -6,6 +6,8 @@ change a result: a run on reused programs equals a run on programs built afresh,
 Compilation is counted as lowerings to MLIR (JAX's ``jaxpr_to_mlir_module`` event), which happen
 even when the persistent compilation cache of the test session then loads the XLA program."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from jax import monitoring
 
 import jaxnets as jn
-from jaxnets import data, models, optim
+from jaxnets import augment, data, models, optim
 from jaxnets._util import weight_mask
 from jaxnets.seeds import fit_seeds
 
@@ -93,6 +95,20 @@ def test_other_models_losses_and_optimizers_build_their_own_programs(spirals):
         result, lowered = lowerings_of(lambda: train(spirals, **options))
         assert lowered > 0, other
         assert result.history["train_loss"] != base.history["train_loss"] or "engine" in other, other
+
+
+def test_an_augmentation_written_anew_as_the_same_partial_reuses_the_programs(spirals):
+    """A notebook cell run again builds a new functools.partial; equal function, arguments and
+    keywords are the same augmentation, so nothing compiles again. Other keywords do compile."""
+    opt = optim.optimizer("adam", 0.02)
+    first = train(spirals, opt, augment=functools.partial(augment.gaussian_noise, std=0.1))
+    again, lowered = lowerings_of(lambda: train(spirals, opt, augment=functools.partial(augment.gaussian_noise, std=0.1)))
+    assert lowered == 0
+    assert_same_params(first.params, again.params)
+    other, lowered_other = lowerings_of(lambda: train(spirals, opt, augment=functools.partial(augment.gaussian_noise,
+                                                                                           std=0.5)))
+    assert lowered_other > 0
+    assert not np.array_equal(np.asarray(other.params["dense1"]["w"]), np.asarray(first.params["dense1"]["w"]))
 
 
 def test_a_setting_that_cannot_be_hashed_trains_as_well(spirals):
