@@ -264,6 +264,21 @@ def test_epoch_batches_are_a_fresh_permutation_each_key(n, batch):
     assert not np.array_equal(first.ravel(), np.arange(first.size))  # shuffled, not in order
 
 
+def test_the_compiled_plans_equal_the_plan_drawn_op_by_op():
+    """plan_epoch/plan_runs are compiled at a lower optimisation level; the plan (integers only) must
+    be exactly the one epoch_plan draws without compilation, for one run and for stacked runs."""
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+    with jax.disable_jit():
+        eager = [train.epoch_plan(k, 1000, 64) for k in keys]
+    for k, (batches, step_keys) in zip(keys, eager):
+        compiled = train.plan_epoch(k, 1000, 64)
+        np.testing.assert_array_equal(np.asarray(compiled[0]), np.asarray(batches))
+        np.testing.assert_array_equal(np.asarray(compiled[1]), np.asarray(step_keys))
+    stacked = train.plan_runs(keys, 1000, 64)
+    np.testing.assert_array_equal(np.asarray(stacked[0]), np.stack([np.asarray(b) for b, _ in eager]))
+    np.testing.assert_array_equal(np.asarray(stacked[1]), np.stack([np.asarray(k) for _, k in eager]))
+
+
 @pytest.mark.parametrize("engine", ["scan", "step"])
 def test_both_engines_shuffle_every_epoch(engine):
     """With a loss that depends on the order of the examples only, the epochs of a run differ."""
