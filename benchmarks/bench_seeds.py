@@ -96,7 +96,7 @@ def flax_loop(x: np.ndarray, y: np.ndarray, seeds: list[int], epochs: int, batch
 
 def jaxnets_runs(model, x, y, seeds, epochs, batch_size, lr):
     keys = seed_keys(seeds)
-    init_keys = jnp.stack([jax.random.fold_in(k, 1) for k in keys])
+    init_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 1)
     params, state = init_runs(model, init_keys, x[:1])
     return keys, params, state, optim.optimizer("adam", lr)
 

@@ -29,15 +29,21 @@ def _listed(values) -> str:
     return ", ".join(str(v) for v in values[:_SHOWN]) + more
 
 
+@jax.jit
+def _non_finite_rows(x: jax.Array) -> jax.Array:
+    """(N,) bool: whether example n of x (N, …) holds NaN or ±inf (one compiled program per shape)."""
+    return ~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+
+
 def check_inputs(what: str, x: jax.Array) -> None:
     """Raises ValueError naming the first example of ``x`` (N, …) that holds NaN or ±inf."""
     if x.ndim == 0:
         raise ValueError(f"{what}: inputs must have a leading example axis, got a scalar")
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         return
-    bad = ~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)  # (N,)
-    if bool(jnp.any(bad)):
-        rows = np.flatnonzero(np.asarray(bad))
+    bad = np.asarray(_non_finite_rows(x))  # (N,)
+    if bad.any():
+        rows = np.flatnonzero(bad)
         raise ValueError(f"{what}: inputs hold NaN or inf in example {rows[0]} (bad examples: {_listed(rows)}); "
                          "clean or drop them before training")
 
@@ -158,7 +164,7 @@ def resolve_hyperparams(caller: str, hyperparams: dict | None, l1, l2, opt_shape
 
 
 def checked_augment(caller: str, augment, key, x):
-    """``augment`` after checking, on shapes alone, that it keeps x's shape and dtype."""
+    """``augment`` after checking, on shapes alone (``key`` may be a ShapeDtypeStruct), that it keeps x's shape and dtype."""
     if augment is None:
         return None
     if not callable(augment):

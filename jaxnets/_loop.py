@@ -187,7 +187,7 @@ def train_runs(
                          "jaxnets.optim.optimizer)")
     settings = _settings(runs, batch_size, optimizer_values, l1, l2,
                          regularize_from_epoch, early_stopping, reduce_on_plateau, augment, compute_dtype)
-    augment = checked_augment(caller, augment, keys[0], x)
+    augment = checked_augment(caller, augment, jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype), x)  # one run's key
 
     # --------------------------------------------------------------------- compiled pieces
     layout = run_layout(runs, devices, mesh)

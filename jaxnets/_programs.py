@@ -21,12 +21,13 @@ import optax
 
 from jaxnets._util import add_run_axis, drop_run_axis, memoize_hashable
 from jaxnets.parallel import RUNS
-from jaxnets.train import (make_chunk_fn, make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn,
+from jaxnets.train import (PLAN_COMPILER_OPTIONS, make_chunk_fn, make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn,
                            make_planned_epoch_fn, make_step_epoch_fn, plan_runs, split_run_keys)
 
 CACHED_SETTINGS = 32  # sets of programs kept for reuse (least recently used first out)
 
-fold_in_runs = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))  # (keys (runs,), epoch) -> (runs,)
+# (keys (runs,), epoch) -> (runs,); integer arithmetic, compiled as the plan is
+fold_in_runs = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), compiler_options=PLAN_COMPILER_OPTIONS)
 
 
 class Programs(NamedTuple):

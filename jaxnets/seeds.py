@@ -46,7 +46,10 @@ import optax
 from jax.sharding import Mesh
 
 from jaxnets._loop import train_runs
+from jaxnets._programs import CACHED_SETTINGS
+from jaxnets._util import memoize_hashable
 from jaxnets.monitors import EarlyStopping, ReduceOnPlateau
+from jaxnets.nn.core import as_shape_dtype
 
 Array = jax.Array
 # (params, state, *metrics_data) of one run → named statistics (arrays of fixed shapes).
@@ -98,13 +101,32 @@ def seed_grid(seeds: Sequence[int], **values: Sequence[float]) -> tuple[list[int
     return [int(c[-1]) for c in combos], {n: [float(c[i]) for c in combos] for i, n in enumerate(names)}
 
 
+# The initialisers are random draws (threefry) and a few float operations on them: XLA's LLVM
+# optimisation level 1 compiles a model's whole init in half the time of the default (the 2-64-64-2
+# MLP's 32 inits 0.55 s instead of 1.13 s in a fresh process, LeNet-5's 0.97 s instead of 2.70 s)
+# and gives the same bits here (tests/test_seeds.py checks init_runs against model.init per key;
+# level 0 already changes some float rounding). benchmarks/RESULTS.md has the measurements.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+@memoize_hashable(CACHED_SETTINGS)
+def _stacked_init(model) -> Callable:
+    """``(keys (runs,), x) -> stacked (params, state)``: ``model.init`` vmapped over the keys, compiled
+    once per model, key batch and input shape (kept for the 32 latest models)."""
+    return jax.jit(jax.vmap(model.init, in_axes=(0, None)), compiler_options=INIT_COMPILER_OPTIONS)
+
+
 def init_runs(model, keys: Array, x) -> tuple[Any, Any]:
     """``model.init(keys[r], x)`` for each of the (runs,) keys, stacked: ``(params, state)``.
-    ``x`` is a batch, ShapeDtypeStruct or shape of one run's input (only its shape is used).
-    (A loop, not a vmap: the eager initialisers are compiled once per shape and reused by every
-    model, where a jitted vmap would compile each model's whole init again.)"""
-    inits = [model.init(key, x) for key in keys]
-    return stack_trees([p for p, _ in inits]), stack_trees([s for _, s in inits])
+    ``keys``: typed (runs,) or raw (runs, 2) (:func:`seed_keys`), or a list of keys. ``x``: a batch,
+    ShapeDtypeStruct or shape of one run's input (only its shape and dtype are used). All runs are
+    initialised by one compiled program, reused for the same model (see INIT_COMPILER_OPTIONS)."""
+    if isinstance(keys, (list, tuple)):
+        keys = jnp.stack(keys)
+    if isinstance(x, (tuple, list, jax.ShapeDtypeStruct)):  # a stand-in batch of that shape, made on the host
+        spec = as_shape_dtype(x)
+        x = np.zeros(spec.shape, spec.dtype)
+    return _stacked_init(model)(keys, x)
 
 
 def fit_seeds(

@@ -174,10 +174,11 @@ def epoch_plan(key: Array, num_examples: int, batch_size: int) -> tuple[Array, A
 
 
 # Compiled once per (runs, num_examples, batch_size) in a process and shared by every fit: the
-# epochs take their plan as input, so their own programs hold no random-number code. The plan is
-# integer arithmetic (threefry, a sort), so the compiler's optimisation level cannot change it. On CPU,
-# level 1 compiles the plan of 32 stacked runs 0.15 s faster than the default, and one run's plan up to
-# 0.05 s faster, at the same run time (benchmarks/RESULTS.md).
+# epochs take their plan as input, so their own programs hold no random-number code. The plan, like
+# the derivation of each epoch's keys (fold_in, split), is integer arithmetic (threefry, a sort), so
+# the compiler's optimisation level cannot change it. On CPU, level 1 compiles the plan of 32 stacked
+# runs 0.15 s faster than the default, and one run's plan up to 0.05 s faster, at the same run time
+# (benchmarks/RESULTS.md).
 PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 plan_epoch = jax.jit(epoch_plan, static_argnums=(1, 2), compiler_options=PLAN_COMPILER_OPTIONS)
 plan_runs = jax.jit(jax.vmap(epoch_plan, in_axes=(0, None, None)), static_argnums=(1, 2),
@@ -198,7 +199,7 @@ def _batch(x, idx, batch_sharding):
     return xb if batch_sharding is None else jax.lax.with_sharding_constraint(xb, batch_sharding)
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=PLAN_COMPILER_OPTIONS)
 def split_run_keys(keys: Array) -> tuple[Array, Array]:
     """Each run's key split in two, as an epoch splits its key (shuffling, steps; or augmentation, epoch):
     keys (runs,) -> two (runs,) key arrays."""

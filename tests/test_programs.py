@@ -18,7 +18,7 @@ from jax import monitoring
 import jaxnets as jn
 from jaxnets import augment, data, models, optim
 from jaxnets._util import weight_mask
-from jaxnets.seeds import fit_seeds
+from jaxnets.seeds import fit_seeds, init_runs
 
 LOWERINGS: list[float] = []
 monitoring.register_event_duration_secs_listener(
@@ -138,3 +138,16 @@ def test_fit_seeds_reuses_its_programs_across_calls_and_grids(spirals):
                  epochs=2, batch_size=32, key=keys[1], progress=False)
     np.testing.assert_allclose(np.asarray(second.params["dense1"]["w"][1]), np.asarray(one.params["dense1"]["w"]),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_init_runs_compiles_once_per_model_and_input_shape():
+    keys = jnp.stack([jax.random.PRNGKey(3), jax.random.PRNGKey(4)])
+    first, _ = lowerings_of(lambda: init_runs(models.mlp([5, 2], activation="tanh"), keys, (1, 3)))
+    # an equal model built anew, other keys: the same program
+    swapped = keys[::-1]
+    again, lowered = lowerings_of(lambda: init_runs(models.mlp([5, 2], activation="tanh"), swapped, (1, 3)))
+    assert lowered == 0
+    assert_same_params(jax.tree.map(lambda leaf: leaf[::-1], first), again)
+    _, lowered_wider = lowerings_of(lambda: init_runs(models.mlp([6, 2], activation="tanh"), keys, (1, 3)))
+    _, lowered_shape = lowerings_of(lambda: init_runs(models.mlp([5, 2], activation="tanh"), keys, (1, 4)))
+    assert lowered_wider == 1 and lowered_shape == 1

@@ -35,12 +35,24 @@ def sequential_fits(model, inits, keys, x, y, learning_rates, epochs=4, validati
             for i, ((p, s), lr) in enumerate(zip(inits, learning_rates))]
 
 
-def test_init_runs_equals_init_per_key():
-    x, _ = spirals(8)
-    model, _, keys = setup(x)
-    params, _ = init_runs(model, keys, x[:1])
-    for i, s in enumerate(SEEDS):
-        chex.assert_trees_all_close(unstack_tree(params, i), model.init(jax.random.PRNGKey(s), x[:1])[0], rtol=1e-6)
+@pytest.mark.parametrize("name, model, shape", [
+    ("tanh MLP", models.mlp([16, 16, 2], activation="tanh"), (1, 2)),
+    ("LeNet-5 (he_normal)", models.lenet5(), (1, 28, 28, 1)),
+    ("ResNet (batch-norm state)", models.resnet(widths=(4, 8), blocks=(1, 1)), (1, 12, 12, 3)),
+])
+def test_init_runs_equals_init_per_key(name, model, shape):
+    # one compiled program for all runs (at LLVM level 1) draws what model.init draws run by run
+    keys = seed_keys([0, 1, 7])
+    x = jnp.ones(shape)
+    params, state = init_runs(model, keys, x)
+    for i in range(3):
+        alone = model.init(keys[i], x)
+        chex.assert_trees_all_close(unstack_tree((params, state), i), alone, rtol=1e-6, atol=0)
+    # a shape or ShapeDtypeStruct stands for the batch, typed keys and a list of keys work the same
+    chex.assert_trees_all_equal(init_runs(model, list(keys), shape), (params, state))
+    chex.assert_trees_all_equal(init_runs(model, keys, jax.ShapeDtypeStruct(shape, jnp.float32)), (params, state))
+    typed = jax.random.wrap_key_data(keys)
+    chex.assert_trees_all_equal(init_runs(model, typed, x), (params, state))
 
 
 def test_vmapped_seeds_equal_sequential_fits():
