@@ -101,11 +101,12 @@ def seed_grid(seeds: Sequence[int], **values: Sequence[float]) -> tuple[list[int
     return [int(c[-1]) for c in combos], {n: [float(c[i]) for c in combos] for i, n in enumerate(names)}
 
 
-# The initialisers are random draws (threefry) and a few float operations on them: XLA's LLVM
-# optimisation level 1 compiles a model's whole init in half the time of the default (the 2-64-64-2
-# MLP's 32 inits 0.55 s instead of 1.13 s in a fresh process, LeNet-5's 0.97 s instead of 2.70 s)
-# and gives the same bits here (tests/test_seeds.py checks init_runs against model.init per key;
-# level 0 already changes some float rounding). benchmarks/RESULTS.md has the measurements.
+# The initialisers are random draws (threefry) and a few float operations on them. Compiled as one
+# program at XLA's LLVM optimisation level 1, the 32 inits of the 2-64-64-2 MLP take 0.55 s in a
+# fresh process instead of 1.13 s op by op (LeNet-5's 0.97 s instead of 2.70 s; benchmarks/RESULTS.md).
+# They draw the same values as model.init per key: bit for bit for the Glorot, He, LeCun, uniform,
+# zeros and ones initialisers here; "small_normal" differs in the last bit, because in one program
+# XLA folds its two constant factors into one (at every level). Level 0 changes more roundings.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
@@ -120,7 +121,8 @@ def init_runs(model, keys: Array, x) -> tuple[Any, Any]:
     """``model.init(keys[r], x)`` for each of the (runs,) keys, stacked: ``(params, state)``.
     ``keys``: typed (runs,) or raw (runs, 2) (:func:`seed_keys`), or a list of keys. ``x``: a batch,
     ShapeDtypeStruct or shape of one run's input (only its shape and dtype are used). All runs are
-    initialised by one compiled program, reused for the same model (see INIT_COMPILER_OPTIONS)."""
+    initialised by one compiled program, reused for the same model; its values equal ``model.init``'s,
+    at most the last bit apart (see INIT_COMPILER_OPTIONS)."""
     if isinstance(keys, (list, tuple)):
         keys = jnp.stack(keys)
     if isinstance(x, (tuple, list, jax.ShapeDtypeStruct)):  # a stand-in batch of that shape, made on the host
