@@ -209,7 +209,7 @@ def train_runs(
                 StreamedEpoch(source, programs.epoch, batch_size=batch_size, layout=layout))
 
     # ------------------------------------------------------------------------ state, resume
-    opt_state = optim.set_hyperparams(jax.vmap(optimizer.init)(params), **optimizer_values)
+    opt_state = optim.set_hyperparams(optim.init_runs(optimizer, params), **optimizer_values)
     ts = TrainState(params, state, opt_state)
     initial_rate = (np.asarray(optim.get_hyperparams(opt_state)["learning_rate"], np.float64)
                     if reduce_on_plateau is not None else None)

@@ -165,3 +165,27 @@ def test_a_shared_update_steps_exactly_as_the_optimizer_built_for_its_own_number
         (u1, states[0]), (u2, states[1]) = shared.update(grads, states[0], params), own.update(grads, states[1], params)
         for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def assert_same_state(a, b):
+    """Same structure, values, dtypes and weak types (a weak type decides the dtype of later arithmetic)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        assert (x.dtype, x.shape, x.weak_type) == (y.dtype, y.shape, y.weak_type)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+def test_the_compiled_shared_init_gives_optax_own_initial_state(name):
+    params = {"w": jnp.full((3, 2), 0.5), "b": jnp.zeros((2,)), "w64": np.ones((2,), np.float32)}
+    for rate in (0.1, 1, np.float64(0.3)):  # a float, an int, a NumPy float
+        own = optax.inject_hyperparams(optim.OPTIMIZERS[name])(learning_rate=rate).init(params)
+        assert_same_state(optim.optimizer(name, rate).init(params), own)
+        assert_same_state(jax.jit(optim.optimizer(name, rate).init)(params), own)  # also inside a user's jit
+    # stacked runs: each run's state, the numbers broadcast over the runs as jax.vmap(init) gives them
+    stacked = jax.tree.map(lambda leaf: jnp.stack([leaf, 2 * leaf]), params)
+    own = jax.vmap(optax.inject_hyperparams(optim.OPTIMIZERS[name])(learning_rate=0.2).init)(stacked)
+    assert_same_state(optim.init_runs(optim.optimizer(name, 0.2), stacked), own)
+    # any other optax optimizer: jax.vmap of its own init
+    assert_same_state(optim.init_runs(optax.adam(0.1), stacked), jax.vmap(optax.adam(0.1).init)(stacked))

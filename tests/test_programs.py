@@ -151,3 +151,16 @@ def test_init_runs_compiles_once_per_model_and_input_shape():
     _, lowered_wider = lowerings_of(lambda: init_runs(models.mlp([6, 2], activation="tanh"), keys, (1, 3)))
     _, lowered_shape = lowerings_of(lambda: init_runs(models.mlp([5, 2], activation="tanh"), keys, (1, 4)))
     assert lowered_wider == 1 and lowered_shape == 1
+
+
+def test_optimizer_inits_of_one_kind_compile_once_whatever_their_numbers():
+    # shapes no other test uses: op by op, Optax's init would lower a program per zeros-like and broadcast
+    params = {"w": jnp.ones((4, 13)), "b": jnp.zeros((13,))}
+    stacked = jax.tree.map(lambda leaf: jnp.stack([leaf, leaf]), params)
+    _, lowered_first = lowerings_of(lambda: optim.init_runs(optim.optimizer("adam", 0.1, b1=0.8), stacked))
+    state, lowered = lowerings_of(lambda: optim.init_runs(optim.optimizer("adam", 0.3, b1=0.5), stacked))
+    assert (lowered_first, lowered) == (1, 0)
+    assert np.asarray(optim.get_hyperparams(state)["learning_rate"]).tolist() == pytest.approx([0.3, 0.3])
+    assert np.asarray(optim.get_hyperparams(state)["b1"]).tolist() == [0.5, 0.5]
+    _, lowered_other_kind = lowerings_of(lambda: optim.init_runs(optim.optimizer("rmsprop", 0.3), stacked))
+    assert lowered_other_kind == 1
