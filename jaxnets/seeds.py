@@ -122,7 +122,9 @@ def init_runs(model, keys: Array, x) -> tuple[Any, Any]:
     ``keys``: typed (runs,) or raw (runs, 2) (:func:`seed_keys`), or a list of keys. ``x``: a batch,
     ShapeDtypeStruct or shape of one run's input (only its shape and dtype are used). All runs are
     initialised by one compiled program, reused for the same model; its values equal ``model.init``'s,
-    at most the last bit apart (see INIT_COMPILER_OPTIONS)."""
+    at most the last bit apart (see INIT_COMPILER_OPTIONS). Call it outside ``jax.jit``: that program
+    carries its own compiler options, which JAX accepts only at the top level (inside a trace, use
+    ``jax.vmap(model.init, in_axes=(0, None))``)."""
     if isinstance(keys, (list, tuple)):
         keys = jnp.stack(keys)
     if isinstance(x, (tuple, list, jax.ShapeDtypeStruct)):  # a stand-in batch of that shape, made on the host
