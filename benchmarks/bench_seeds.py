@@ -31,7 +31,7 @@ first). The last line is
 ``vmapped_seeds_speedup=<vs a> vs_flax_loop=<vs b> hparam_grid_speedup=<part 3 vs sequential fits>
 hparam_grid_vs_flax_loop=<part 3 vs the Flax loop>`` (medians).
 
-Command: ``python benchmarks/bench_seeds.py`` (≈ 6 min on 2 CPU cores, 2 repetitions;
+Command: ``python benchmarks/bench_seeds.py`` (≈ 3 min on 2 CPU cores, 2 repetitions;
 ``--quick``: 8 seeds, 10 epochs, a 4 × 2 × 2 grid, 1 repetition, 10 000 Fashion-MNIST images, ≈ 2 min).
 """
 

@@ -164,7 +164,8 @@ def resolve_hyperparams(caller: str, hyperparams: dict | None, l1, l2, opt_shape
 
 
 def checked_augment(caller: str, augment, key, x):
-    """``augment`` after checking, on shapes alone (``key`` may be a ShapeDtypeStruct), that it keeps x's shape and dtype."""
+    """``augment`` after checking, on shapes alone (``key`` may be a ShapeDtypeStruct), that it keeps
+    x's shape and dtype."""
     if augment is None:
         return None
     if not callable(augment):

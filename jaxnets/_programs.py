@@ -21,8 +21,8 @@ import optax
 
 from jaxnets._util import add_run_axis, drop_run_axis, memoize_hashable
 from jaxnets.parallel import RUNS
-from jaxnets.train import (PLAN_COMPILER_OPTIONS, make_chunk_fn, make_evaluate_fn, make_evaluate_runs_fn, make_metrics_runs_fn,
-                           make_planned_epoch_fn, make_step_epoch_fn, plan_runs, split_run_keys)
+from jaxnets.train import (PLAN_COMPILER_OPTIONS, make_chunk_fn, make_evaluate_fn, make_evaluate_runs_fn,
+                           make_metrics_runs_fn, make_planned_epoch_fn, make_step_epoch_fn, plan_runs, split_run_keys)
 
 CACHED_SETTINGS = 32  # sets of programs kept for reuse (least recently used first out)
 

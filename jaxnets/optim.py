@@ -61,7 +61,8 @@ def optimizer(name: str, learning_rate: float | Schedule, **options) -> optax.Gr
         return built
     numbers = {key: value for key, value in hyperparams.items() if _is_number(value)}
     others = {key: value for key, value in hyperparams.items() if key not in numbers}
-    init = _shared(_SHARED_INITS, identity, lambda: jax.jit(lambda params, values: factory(**others, **values).init(params)))
+    init = _shared(_SHARED_INITS, identity,
+                   lambda: jax.jit(lambda params, values: factory(**others, **values).init(params)))
     return built._replace(init=functools.partial(_init_with, init, numbers),
                           update=_shared(_SHARED_UPDATES, identity, lambda: built.update))
 

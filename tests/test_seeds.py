@@ -42,8 +42,8 @@ def sequential_fits(model, inits, keys, x, y, learning_rates, epochs=4, validati
     ("small_normal MLP", nn.Sequential([nn.Dense(9, w_init="small_normal", b_init="small_normal")]), (1, 3)),
 ])
 def test_init_runs_equals_init_per_key(name, model, shape):
-    # one compiled program for all runs (at LLVM level 1) draws what model.init draws run by run, to the
-    # last bit (small_normal: XLA folds its two constant factors into one in the whole program)
+    # one compiled program for all runs (at LLVM level 1) draws what model.init draws run by run, at most
+    # the last bit apart (small_normal: XLA folds its two constant factors into one in the whole program)
     keys = seed_keys([0, 1, 7])
     x = jnp.ones(shape)
     params, state = init_runs(model, keys, x)
