@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jaxnets import checkpoint as ckpt
+from launched import printed
 
 LAUNCH_TIMEOUT = 90
 
@@ -147,7 +148,7 @@ def saved_by_two_processes(tmp_path_factory):
 def test_two_processes_save_their_shards_and_both_restore_the_whole_values(saved_by_two_processes):
     directory, run = saved_by_two_processes
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert "[p0] restored 0" in run.stdout and "[p1] restored 1" in run.stdout
+    assert printed(run.stdout, 0, "restored 0") and printed(run.stdout, 1, "restored 1"), run.stdout[-2000:]
     assert sorted(p.name for p in directory.iterdir()) == ["step_00000002", "step_00000003"]  # keep=2, no leftovers
     for step in (2, 3):
         assert (directory / f"step_{step:08d}" / "arrays" / "ocdbt.process_1").is_dir()  # process 1 wrote its part
@@ -173,7 +174,7 @@ def test_a_process_killed_mid_save_leaves_no_checkpoint_of_that_step(saved_by_tw
     shutil.copytree(saved, directory)
     killed = launch(tmp_path, "kill", directory)
     assert killed.returncode not in (0, 124), (killed.returncode, killed.stderr[-4000:])  # failed, not timed out
-    assert "[p1] killed 1" in killed.stdout and "saved" not in killed.stdout
+    assert printed(killed.stdout, 1, "killed 1") and "saved" not in killed.stdout, killed.stdout[-2000:]
     # Process 0 wrote its part of step 4 but, without process 1's, it was never completed.
     assert (directory / "step_00000004.orbax-checkpoint-tmp").is_dir()
     assert not (directory / "step_00000004").exists()

@@ -8,6 +8,8 @@ import textwrap
 
 import pytest
 
+from launched import printed
+
 PRELUDE = """
 import jax, numpy as np
 from jaxnets import runtime
@@ -202,7 +204,8 @@ def test_two_processes_of_two_devices_train_to_the_params_of_one_process_and_of_
     script.write_text(TRAIN_SCRIPT)
     launched = run_python(str(script), "two_processes", str(tmp_path), processes=2)
     assert launched.returncode == 0, launched.stderr[-4000:]
-    assert "[p0] trained two_processes 0 4" in launched.stdout and "[p1] trained two_processes 1 4" in launched.stdout
+    assert printed(launched.stdout, 0, "trained two_processes 0 4"), launched.stdout[-2000:]
+    assert printed(launched.stdout, 1, "trained two_processes 1 4"), launched.stdout[-2000:]
     for mode in ("four_devices", "one_device"):
         run = run_python(str(script), mode, str(tmp_path))
         assert run.returncode == 0, run.stderr[-4000:]
@@ -295,7 +298,7 @@ def test_fit_seeds_splits_its_runs_over_the_devices_of_two_processes(tmp_path):
     script.write_text(SEEDS_SCRIPT)
     launched = run_python(str(script), "two_processes", str(tmp_path), processes=2)
     assert launched.returncode == 0, launched.stderr[-4000:]
-    assert "[p1] trained two_processes {'runs': 2, 'data': 2}" in launched.stdout
+    assert printed(launched.stdout, 1, "trained two_processes {'runs': 2, 'data': 2}"), launched.stdout[-2000:]
     alone = run_python(str(script), "one_device", str(tmp_path))
     assert alone.returncode == 0, alone.stderr[-4000:]
     reference = dict(np.load(tmp_path / "one_device_0.npz"))
@@ -552,8 +555,8 @@ def test_two_processes_killed_mid_run_resume_from_their_orbax_checkpoint_bit_ide
     assert "done killed" not in killed.stdout
     resumed = run_python(str(script), "resume", str(tmp_path), processes=2, launcher_timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert "[p0] formats orbax orbax 3" in resumed.stdout  # written by both processes together, in Orbax's format
-    assert "[p1] done resume {'fit': [2, 3], 'seeds': [2, 3]}" in resumed.stdout  # it went on from the checkpoints
+    assert printed(resumed.stdout, 0, "formats orbax orbax 3")  # written by both processes together, in Orbax's format
+    assert printed(resumed.stdout, 1, "done resume {'fit': [2, 3], 'seeds': [2, 3]}")  # it went on from the checkpoints
     for process in (0, 1):
         expected = dict(np.load(tmp_path / f"whole_{process}.npz"))
         found = dict(np.load(tmp_path / f"resume_{process}.npz"))

@@ -17,6 +17,7 @@ import pytest
 
 from jaxnets import distributed
 from jaxnets.launch import exit_code, launch, main
+from launched import printed
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_S = 120  # the subprocess timeout of every test here
@@ -39,6 +40,13 @@ def run_launcher(tmp_path, script: str, *options: str, args: tuple[str, ...] = (
     start = time.monotonic()
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=clean_env(), timeout=LIMIT_S)
     return run, time.monotonic() - start
+
+
+def test_printed_reads_a_script_line_that_shares_its_line_with_gloo():
+    # As launched runs print them: Gloo's pieces before and after the script's text on one line.
+    stdout = "[p1] [Gloo] Rank 1 is connected to gathered [0, 7]\n[p0] gathered [0, 7][Gloo] Rank 0 is\n"
+    assert printed(stdout, 1, "gathered [0, 7]") and printed(stdout, 0, "gathered [0, 7]")
+    assert not printed(stdout, 0, "Rank 1") and not printed(stdout, 2, "gathered")
 
 
 def test_two_processes_of_two_devices_sum_across_processes(tmp_path):
@@ -70,10 +78,10 @@ def test_two_processes_of_two_devices_sum_across_processes(tmp_path):
     lines = run.stdout.splitlines()
     for p in (0, 1):
         info = [("device_count", 4), ("local_device_count", 2), ("process_count", 2), ("process_index", p)]
-        assert f"[p{p}] info {info}" in lines
-        assert f"[p{p}] total 26.0" in lines  # 1 + 2 + 11 + 12
-        assert f"[p{p}] gathered [0, 7]" in lines
-        assert f"[p{p}] main {p == 0}" in lines
+        assert printed(run.stdout, p, f"info {info}"), run.stdout
+        assert printed(run.stdout, p, "total 26.0"), run.stdout  # 1 + 2 + 11 + 12
+        assert printed(run.stdout, p, "gathered [0, 7]"), run.stdout
+        assert printed(run.stdout, p, f"main {p == 0}"), run.stdout
     assert all(line.startswith(("[p0] ", "[p1] ")) for line in lines)
     print(f"two processes: {elapsed:.1f} s")
 
@@ -102,7 +110,7 @@ def test_failing_process_stops_the_others(tmp_path):
     run, elapsed = run_launcher(tmp_path, script, "--processes", "2")
     assert run.returncode == 3, run.stdout + run.stderr
     assert elapsed < 60
-    assert "[p0] sleeping" in run.stdout.splitlines()
+    assert printed(run.stdout, 0, "sleeping"), run.stdout
     assert "[p1] failing" in run.stderr.splitlines()
     assert "[launch] process 1 failed with exit code 3; stopping the 1 still running" in run.stderr
     with pytest.raises(ProcessLookupError):
@@ -131,7 +139,7 @@ def test_process_gone_mid_barrier_ends_the_run(tmp_path, how):
         print("passed the barrier", flush=True)
     """
     run, elapsed = run_launcher(tmp_path, script, "--processes", "2", "--timeout", "90")
-    assert "[p0] waiting" in run.stdout.splitlines(), run.stdout + run.stderr
+    assert printed(run.stdout, 0, "waiting"), run.stdout + run.stderr
     assert "passed the barrier" not in run.stdout
     assert elapsed < 60
     if how == "killed":
