@@ -48,6 +48,7 @@ from jax.sharding import Mesh
 from jaxnets._loop import train_runs
 from jaxnets._programs import CACHED_SETTINGS
 from jaxnets._util import memoize_hashable
+from jaxnets.initializers import INIT_COMPILER_OPTIONS
 from jaxnets.monitors import EarlyStopping, ReduceOnPlateau
 from jaxnets.nn.core import as_shape_dtype
 
@@ -101,19 +102,12 @@ def seed_grid(seeds: Sequence[int], **values: Sequence[float]) -> tuple[list[int
     return [int(c[-1]) for c in combos], {n: [float(c[i]) for c in combos] for i, n in enumerate(names)}
 
 
-# The initialisers are random draws (threefry) and a few float operations on them. Compiled as one
-# program at XLA's LLVM optimisation level 1, the 32 inits of the 2-64-64-2 MLP take 0.55 s in a
-# fresh process instead of 1.13 s op by op (LeNet-5's 0.97 s instead of 2.70 s; benchmarks/RESULTS.md).
-# They draw the same values as model.init per key: bit for bit for the Glorot, He, LeCun, uniform,
-# zeros and ones initialisers here; "small_normal" differs in the last bit, because in one program
-# XLA folds its two constant factors into one (at every level). Level 0 changes more roundings.
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-
-
 @memoize_hashable(CACHED_SETTINGS)
 def _stacked_init(model) -> Callable:
     """``(keys (runs,), x) -> stacked (params, state)``: ``model.init`` vmapped over the keys, compiled
-    once per model, key batch and input shape (kept for the 32 latest models)."""
+    once per model, key batch and input shape (kept for the 32 latest models). As one program at XLA's
+    level 1, the 32 inits of the 2-64-64-2 MLP took 0.55 s in a fresh process instead of 1.13 s op by op
+    (LeNet-5: 0.97 s instead of 2.70 s; benchmarks/RESULTS.md)."""
     return jax.jit(jax.vmap(model.init, in_axes=(0, None)), compiler_options=INIT_COMPILER_OPTIONS)
 
 

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import monitoring
 
 from jaxnets import data
 from jaxnets.runtime import enable_compilation_cache
@@ -16,6 +17,19 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # Many tests compile the same small programs; a persistent cache (fresh for each session, so no
 # test depends on an earlier run) loads them instead of recompiling.
 enable_compilation_cache(tempfile.mkdtemp(prefix="jaxnets-xla-cache-"))
+
+# Compilation is counted as lowerings to MLIR (JAX's ``jaxpr_to_mlir_module`` event), which happen even when the
+# persistent compilation cache then loads the XLA program.
+LOWERINGS: list[float] = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **_: LOWERINGS.append(seconds) if event.endswith("jaxpr_to_mlir_module_duration") else None)
+
+
+def lowerings_of(fn):
+    """(what fn returned, how many programs JAX lowered while it ran)."""
+    before = len(LOWERINGS)
+    out = fn()
+    return out, len(LOWERINGS) - before
 
 
 def _fashion_mnist_available() -> bool:

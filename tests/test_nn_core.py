@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import central_difference_grad
+from conftest import central_difference_grad, lowerings_of
 from jaxnets import activations, models
 from jaxnets.nn import Activation, Dense, Flatten, Lambda, LayerError, Sequential
 
@@ -69,6 +69,57 @@ def test_init_from_shape_runs_nothing_and_matches_init_from_array(key):
     chex.assert_trees_all_equal(from_shape, from_array)
     assert from_shape["dense1"]["w"].shape == (4, 5)
     assert from_shape["dense2"]["w"].shape == (5, 3)
+
+
+# With a concrete key each named initialiser draws by one compiled program per shape (initializers.compiled);
+# with a traced key (vmap, jit) it draws op by op into the caller's program.
+COMPILED_INIT_MODELS = [
+    ("MLP, Glorot/He/LeCun/uniform", Sequential([
+        Dense(9, w_init="he_normal"), Activation("relu"), Dense(7, w_init="lecun_normal", b_init="small_uniform"),
+        Activation("tanh"), Dense(3, w_init="glorot_uniform")]), (1, 5)),
+    ("PReLU MLP", models.mlp([8, 1], activation="prelu", output="sigmoid"), (1, 2)),
+    ("small_normal", Sequential([Dense(9, w_init="small_normal", b_init="small_normal")]), (1, 3)),
+    ("LeNet-5", models.lenet5(), (1, 28, 28, 1)),
+    ("ResNet (batch-norm state, nested blocks)", models.resnet(widths=(4, 8), blocks=(1, 1)), (1, 12, 12, 3)),
+    ("ViT", models.vit(patch_size=4, dim=16, depth=1, num_heads=2), (1, 8, 8, 1)),
+]
+
+
+@pytest.mark.parametrize("name, model, shape", COMPILED_INIT_MODELS, ids=[m[0] for m in COMPILED_INIT_MODELS])
+def test_compiled_init_draws_what_op_by_op_init_draws(name, model, shape):
+    for key in (jax.random.PRNGKey(3), jax.random.key(3)):
+        compiled = model.init(key, shape)
+        op_by_op = jax.tree.map(lambda leaf: leaf[0], jax.vmap(model.init, in_axes=(0, None))(key[None], jnp.zeros(shape)))
+        # equal on this machine bit for bit but for small_normal's last bit (XLA folds its two constant
+        # factors); rtol 1e-6 so that another CPU's rounding cannot fail the test
+        chex.assert_trees_all_close(compiled, op_by_op, rtol=1e-6, atol=0)
+        chex.assert_trees_all_equal_shapes_and_dtypes(compiled, jax.eval_shape(lambda k: model.init(k, shape), key))
+
+
+def test_compiled_init_works_inside_a_trace_that_closes_over_the_key():
+    model, shape = COMPILED_INIT_MODELS[0][1:]
+    key = jax.random.PRNGKey(4)
+    expected = model.init(key, shape)
+    chex.assert_trees_all_close(jax.jit(lambda: model.init(key, shape))(), expected, rtol=1e-6, atol=0)
+    chex.assert_trees_all_equal_shapes_and_dtypes(jax.eval_shape(lambda: model.init(key, shape)), expected)
+    grads = jax.grad(lambda v: model.apply(model.init(key, shape)[0], {}, v)[0].sum())(jnp.ones(shape))
+    assert grads.shape == shape
+
+
+def test_weights_of_one_shape_share_their_compiled_draw_across_models():
+    def mlp(activation, width=41):  # widths no other test uses; the same initialisers whatever the activation
+        return Sequential([Dense(width), Activation(activation), Dense(41), Activation(activation), Dense(29)])
+
+    key = jax.random.PRNGKey(5)
+    first, lowered_first = lowerings_of(lambda: mlp("tanh").init(key, (1, 43)))
+    assert lowered_first >= 5  # a draw per shape: (43, 41), (41,), (41, 41), (41, 29), (29,)
+    # another activation: the same weight shapes, no new program
+    other, lowered = lowerings_of(lambda: mlp("elu").init(key, (1, 43)))
+    assert lowered == 0
+    chex.assert_trees_all_equal(first, other)
+    # a wider first layer: new shapes (43, 47), (47,) and (47, 41); the others' programs are kept
+    _, lowered_wider = lowerings_of(lambda: mlp("tanh", width=47).init(key, (1, 43)))
+    assert lowered_wider == 3
 
 
 def test_dense_computes_xw_plus_b(key):

@@ -3,8 +3,7 @@ settings (:mod:`jaxnets._programs`), and optimizers from ``optim.optimizer`` tha
 numbers share one update function, so that reuse covers a learning-rate sweep. Reuse must never
 change a result: a run on reused programs equals a run on programs built afresh, bit for bit.
 
-Compilation is counted as lowerings to MLIR (JAX's ``jaxpr_to_mlir_module`` event), which happen
-even when the persistent compilation cache of the test session then loads the XLA program."""
+Compilation is counted as lowerings to MLIR (``conftest.lowerings_of``)."""
 
 import functools
 
@@ -13,16 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax import monitoring
 
 import jaxnets as jn
+from conftest import lowerings_of
 from jaxnets import augment, data, models, optim
 from jaxnets._util import weight_mask
 from jaxnets.seeds import fit_seeds, init_runs
-
-LOWERINGS: list[float] = []
-monitoring.register_event_duration_secs_listener(
-    lambda event, seconds, **_: LOWERINGS.append(seconds) if event.endswith("jaxpr_to_mlir_module_duration") else None)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +35,6 @@ def train(spirals, optimizer, model=None, **options):
         params, state = model.init(jax.random.PRNGKey(1), train_data[0][:1])
     return jn.fit(model, params, state, train_data, loss="cross_entropy", optimizer=optimizer, epochs=3,
                   batch_size=32, key=jax.random.PRNGKey(2), progress=False, **options)
-
-
-def lowerings_of(fn):
-    """(what fn returned, how many programs JAX lowered while it ran)."""
-    before = len(LOWERINGS)
-    out = fn()
-    return out, len(LOWERINGS) - before
 
 
 def assert_same_params(a, b):
