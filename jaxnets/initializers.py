@@ -11,9 +11,9 @@ fan-in and fan-out follow the usual convention (receptive field × channels), as
 * small:         the notes' "small random numbers", uniform on [-scale, scale] or N(0, scale²).
 
 The named initialisers draw with one compiled program per weight shape (:func:`compiled`). Op by op,
-a draw costs one XLA compile per random-number operation and shape (threefry, bit shifts, scaling):
-a first ``model.init`` in a fresh process took 1.3 s for a small MLP and 2.3 s for LeNet-5, almost
-all of it compiling.
+a draw cost one XLA compile per random-number operation and shape (threefry, bit shifts, scaling): a
+first ``model.init`` in a fresh process took 1.5–1.7 s for a 784-256-256-10 MLP and 2.9–3.2 s for
+LeNet-5, almost all of it compiling; now 0.8–1.0 s and 1.3–1.5 s (benchmarks/RESULTS.md, 2026-12-07).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from jaxnets._util import unknown
 
 Initializer = Callable[..., jax.Array]
 
-# Level 1 compiles a draw 2-3x faster than the default level, and the values are op by op's: bit for bit
-# for the Glorot, He, LeCun, uniform, zeros and ones initialisers; "small_normal" can differ in the last
-# bit, because in one program XLA folds its two constant factors into one (at every level). Level 0
-# changes more roundings.
+# XLA's LLVM optimisation level 1 compiles random draws 2.3-3.7x faster than the default level (measured on
+# init_runs' programs), and the values are op by op's: bit for bit for the Glorot, He, LeCun, uniform, zeros
+# and ones initialisers; "small_normal" can differ in the last bit, because in one program XLA folds its two
+# constant factors into one (at every level). Level 0 changes more roundings.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 PROGRAMS_KEPT = 256  # (initialiser, shape, dtype, key) programs kept, least recently used first out
 

@@ -89,7 +89,8 @@ COMPILED_INIT_MODELS = [
 def test_compiled_init_draws_what_op_by_op_init_draws(name, model, shape):
     for key in (jax.random.PRNGKey(3), jax.random.key(3)):
         compiled = model.init(key, shape)
-        op_by_op = jax.tree.map(lambda leaf: leaf[0], jax.vmap(model.init, in_axes=(0, None))(key[None], jnp.zeros(shape)))
+        traced = jax.vmap(model.init, in_axes=(0, None))(key[None], jnp.zeros(shape))  # drawn op by op
+        op_by_op = jax.tree.map(lambda leaf: leaf[0], traced)
         # equal on this machine bit for bit but for small_normal's last bit (XLA folds its two constant
         # factors); rtol 1e-6 so that another CPU's rounding cannot fail the test
         chex.assert_trees_all_close(compiled, op_by_op, rtol=1e-6, atol=0)
