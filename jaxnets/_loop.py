@@ -43,7 +43,7 @@ from jaxnets import checkpoint as ckpt
 from jaxnets import optim
 from jaxnets._checks import check_pair, checked_augment, key_data, resolve_hyperparams, stack_keys
 from jaxnets._programs import programs_for
-from jaxnets._util import add_run_axis, drop_run_axis, path_str, to_json, unknown
+from jaxnets._util import as_one_run, drop_run_axis, path_str, to_json, unknown
 from jaxnets.monitors import EarlyStopping, EarlyStoppingState, PlateauState, ReduceOnPlateau
 from jaxnets.parallel import (first_runs, fsdp_constraint, fsdp_shardings, pad_runs, put, run_layout, to_device,
                               to_host)
@@ -156,7 +156,7 @@ def train_runs(
     keys = stack_keys(caller, keys, stacked)
     runs = int(keys.shape[0])
     if not stacked:
-        params, state = add_run_axis(params), add_run_axis(state)
+        params, state = as_one_run((params, state))
     for path, leaf in jax.tree_util.tree_leaves_with_path((params, state)):
         if leaf.shape[:1] != (runs,):
             raise ValueError(f"{caller}: {('params', 'state')[path[0].idx]} leaf {path_str(path[1:])} has shape "

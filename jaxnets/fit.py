@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxnets._loop import train_runs
-from jaxnets._util import drop_run_axis
+from jaxnets._util import first_run
 from jaxnets.monitors import EarlyStopping, ReduceOnPlateau
 from jaxnets.parallel import data_mesh
 
@@ -143,7 +143,7 @@ def fit(
         on_non_finite=on_non_finite, engine=engine, devices=None, mesh=mesh, shard_params=shard_params,
         compute_dtype=compute_dtype,
         progress=progress, description=description)
-    ts = drop_run_axis(outcome.train_state)
+    ts = first_run(outcome.train_state)
     best, diverged = int(outcome.best_epoch[0]), int(outcome.diverged_epoch[0])
     return FitResult(ts.params, ts.state, ts.opt_state, outcome.history, best if best >= 0 else None,
                      bool(outcome.stopped[0]), diverged if diverged >= 0 else None)

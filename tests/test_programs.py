@@ -85,6 +85,24 @@ def test_other_models_losses_and_optimizers_build_their_own_programs(spirals):
         assert result.history["train_loss"] != base.history["train_loss"] or "engine" in other, other
 
 
+def test_a_first_fit_of_a_deeper_model_compiles_no_more_programs_than_a_shallow_one(spirals):
+    """fit moves params and optimizer state onto its run axis and off it again as one program per
+    tree, not one operation per new leaf shape (each of which compiled on its own)."""
+    x, _ = spirals[3]
+    opt = optim.optimizer("adam", 0.01)
+    counts = {}
+    # the first model compiles what every model shares (the epoch's plan, the data checks)
+    for name, widths in (("first", [12, 2]), ("shallow", [37, 2]), ("deep", [41, 43, 47, 53, 2])):
+        model = models.mlp(widths, activation="tanh")  # widths 37-53: leaf shapes no other test uses
+        params, state = model.init(jax.random.PRNGKey(1), x[:1])
+        result, counts[name] = lowerings_of(lambda: jn.fit(model, params, state, spirals[3], loss="cross_entropy",
+                                                           optimizer=opt, epochs=1, batch_size=32,
+                                                           key=jax.random.PRNGKey(2), progress=False))
+        assert jax.tree.map(jnp.shape, result.params) == jax.tree.map(jnp.shape, params)  # the run axis is gone
+        assert np.isfinite(result.history["train_loss"][0])
+    assert counts["deep"] == counts["shallow"]
+
+
 def test_an_augmentation_written_anew_as_the_same_partial_reuses_the_programs(spirals):
     """A notebook cell run again builds a new functools.partial; equal function, arguments and
     keywords are the same augmentation, so nothing compiles again. Other keywords do compile."""
