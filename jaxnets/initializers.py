@@ -106,7 +106,10 @@ def compiled(init: Initializer) -> Initializer:
     def draw(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
         if not isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer):
             return init(key, shape, dtype)
-        key_spec = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=key.sharding)
+        # A key placed on a device by the user (committed) draws there; a default key draws
+        # uncommitted weights, as op by op, so a user's own jitted step does not compile twice
+        # (once for the committed init, once more for its own uncommitted outputs).
+        key_spec = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=key.sharding if key.committed else None)
         program = _program(init, tuple(int(d) for d in shape), jnp.dtype(dtype), key_spec,
                            jax.config.read("jax_enable_x64"))
         return program(key)

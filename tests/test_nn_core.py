@@ -111,6 +111,22 @@ def test_weights_of_one_shape_share_their_compiled_draw_across_models():
     assert lowered_wider == 3
 
 
+def test_a_users_own_jitted_step_compiles_once_for_params_from_init():
+    """model.init's weights are placed like the key: a default key gives uncommitted arrays (as op
+    by op), so a jitted step taking them and then its own outputs compiles once."""
+    model = Sequential([Dense(19), Activation("relu"), Dense(23)])  # widths no other test uses
+    params, _ = model.init(jax.random.PRNGKey(6), (1, 17))
+    assert not any(leaf.committed for leaf in jax.tree.leaves(params))
+    step = jax.jit(lambda p: jax.tree.map(lambda w: 0.9 * w, p))
+    once, lowered_first = lowerings_of(lambda: step(params))
+    _, lowered_again = lowerings_of(lambda: step(once))
+    assert (lowered_first, lowered_again) == (1, 0)
+    device = jax.devices()[-1]  # a committed key draws on its device
+    placed, _ = model.init(jax.device_put(jax.random.PRNGKey(6), device), (1, 17))
+    assert all(leaf.committed and leaf.devices() == {device} for leaf in jax.tree.leaves(placed["dense1"]["w"]))
+    chex.assert_trees_all_equal(placed, params)
+
+
 def test_dense_computes_xw_plus_b(key):
     layer = Dense(3)
     params, state = layer.init(key, (2, 4))
