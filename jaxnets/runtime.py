@@ -33,7 +33,7 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None, *, min_
     0.01–0.3 s each (the weight draws, the epoch's plan, the key folding) besides the epoch's own, and
     loading one takes milliseconds: in a second process on a 2-core Xeon the 1-D CNN of
     ``benchmarks/bench_conv1d.py`` then initialises in 0.26 s and trains its first epoch in 0.61 s,
-    against 0.95 s and 0.88 s when only programs over 0.2 s are kept (benchmarks/RESULTS.md). The
+    against 0.97–1.02 s and 0.84–0.98 s when only programs over 0.2 s are kept (benchmarks/RESULTS.md). The
     first process writes ≈ 20 more files (≈ 250 KB in all) and is no slower within the noise."""
     path = Path(directory or os.environ.get("JAXNETS_XLA_CACHE") or DEFAULT_CACHE_DIR).expanduser()
     path.mkdir(parents=True, exist_ok=True)
