@@ -102,22 +102,11 @@ def add_run_axis(tree: Any) -> Any:
     return jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], tree)
 
 
-# Outside a trace each leaf's indexing is an operation of its own, compiled once per leaf shape
-# (≈ 10 ms each on a CPU: 0.1-0.2 s for a small CNN's params and Adam state in a fresh process);
-# one program for the whole tree compiles once per tree of shapes, in 0.03-0.05 s.
-_first_run_compiled = jax.jit(drop_run_axis)
-_as_one_run_compiled = jax.jit(add_run_axis)
-
-
-def first_run(tree: Any) -> Any:
-    """:func:`drop_run_axis` of concrete arrays, as one compiled program: leaves (runs, …) -> (…)."""
-    return _first_run_compiled(tree)
-
-
-def as_one_run(tree: Any) -> Any:
-    """:func:`add_run_axis` of concrete arrays or NumPy values, as one compiled program: leaves
-    (…) -> (1, …)."""
-    return _as_one_run_compiled(jax.tree.map(jnp.asarray, tree))
+# The two above for concrete arrays (or NumPy values), as one compiled program per tree of shapes
+# (0.03-0.05 s on a CPU). Outside a trace each leaf's indexing is an operation of its own, compiled
+# once per leaf shape: ≈ 10 ms each, 0.1-0.2 s for a small CNN's params and Adam state in a fresh process.
+first_run = jax.jit(drop_run_axis)
+as_one_run = jax.jit(add_run_axis)
 
 
 class _EqualPartial(functools.partial):
