@@ -78,13 +78,28 @@ class SeedsResult(NamedTuple):
 
 
 def stack_trees(trees: Sequence[Any]) -> Any:
-    """Stacks pytrees of the same structure along a new leading axis (runs, …)."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    """Stacks pytrees of the same structure along a new leading axis (runs, …), as one compiled
+    program per list of trees of shapes (op by op, each leaf's stack compiles for its shape)."""
+    return _stack(list(trees))
 
 
 def unstack_tree(tree: Any, index: int) -> Any:
-    """Run ``index`` of a stacked pytree (the leading axis removed)."""
-    return jax.tree.map(lambda leaf: leaf[index], tree)
+    """Run ``index`` of a stacked pytree (the leading axis removed); negative indices count from the
+    end. One compiled program per tree of shapes serves every index (op by op, each leaf's indexing
+    compiles for its shape). Raises ``IndexError`` for an index outside the runs."""
+    runs = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(tree)}
+    if not runs:  # no leaves (a model without state)
+        return tree
+    if None in runs or len(runs) > 1:
+        raise ValueError(f"unstack_tree: every leaf needs the same leading run axis, got leading sizes {runs}")
+    (count,) = runs
+    if not -count <= index < count:
+        raise IndexError(f"unstack_tree: run {index} of a tree of {count} runs")
+    return _take_run(tree, index % count)
+
+
+_stack = jax.jit(lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees))
+_take_run = jax.jit(lambda tree, index: jax.tree.map(lambda leaf: leaf[index], tree))
 
 
 def seed_keys(seeds: Sequence[int]) -> Array:

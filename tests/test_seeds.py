@@ -15,6 +15,8 @@ from jaxnets.seeds import (fit_seeds, init_runs, seed_grid, seed_keys, stack_tre
                            unstack_tree)
 from jaxnets.train import NonFiniteError, make_evaluate_fn, make_evaluate_runs_fn
 
+from conftest import lowerings_of
+
 SEEDS = [0, 1]
 
 
@@ -55,6 +57,26 @@ def test_init_runs_equals_init_per_key(name, model, shape):
     chex.assert_trees_all_equal(init_runs(model, keys, jax.ShapeDtypeStruct(shape, jnp.float32)), (params, state))
     typed = jax.random.wrap_key_data(keys)
     chex.assert_trees_all_equal(init_runs(model, typed, x), (params, state))
+
+
+def test_stack_and_unstack_trees_round_trip_in_one_program_each():
+    model = models.mlp([7, 5, 3], activation="tanh")  # leaf shapes of no other test here
+    trees = [model.init(jax.random.PRNGKey(k), jnp.zeros((1, 4))) for k in range(3)]
+    stacked, stack_lowerings = lowerings_of(lambda: stack_trees(trees))
+    chex.assert_trees_all_equal_shapes(stacked, jax.tree.map(lambda leaf: np.zeros((3, *leaf.shape)), trees[0]))
+    runs, unstack_lowerings = lowerings_of(lambda: [unstack_tree(stacked, r) for r in (0, 1, 2, -1)])
+    for run, tree in zip(runs, trees + trees[-1:]):
+        chex.assert_trees_all_equal(run, tree)
+    assert (stack_lowerings, unstack_lowerings) == (1, 1)  # one program for all leaves, and for every index
+    assert unstack_tree({}, 0) == {}  # a model without state
+    with pytest.raises(IndexError, match="run 3 of a tree of 3 runs"):
+        unstack_tree(stacked, 3)
+    with pytest.raises(IndexError, match="run -4"):
+        unstack_tree(stacked, -4)
+    with pytest.raises(ValueError, match="same leading run axis"):
+        unstack_tree({"w": jnp.zeros((3, 2)), "b": jnp.zeros((2,))}, 0)
+    with pytest.raises(ValueError, match="same leading run axis"):
+        unstack_tree({"w": jnp.zeros((3, 2)), "step": jnp.zeros(())}, 0)
 
 
 def test_vmapped_seeds_equal_sequential_fits():
