@@ -11,12 +11,13 @@ the steady epoch (min of ``--repeats``) and marks the fastest; the last column i
 whose rule these numbers set.
 
 A second table trains whole networks the same way — the two user CNNs of ``bench_conv1d.py``, the
-modern LeNet-5 and the small ResNet of ``jaxnets.models`` — with every ``impl`` of all their
-convolutions: that is what ``fit`` with default options meets, and where the rule is judged. The
+modern LeNet-5 and the small ResNet of ``jaxnets.models``, and three more networks a user might write
+(VGG-like 3×3 stages, 5×5 kernels over colour images, a wider 1-D net with pooling) — with every ``impl`` of
+all their convolutions: that is what ``fit`` with default options meets, and where the rule is judged. The
 last line is ``auto_within_10_percent=<shapes where auto is within 10 % of the fastest>/<shapes>
 networks_auto_within_10_percent=<networks …>/<networks>``.
 
-Command: ``python benchmarks/bench_conv_impls.py`` (≈ 5 min on 2 CPU cores; ``--quick``: 2 shapes, the
+Command: ``python benchmarks/bench_conv_impls.py`` (≈ 9 min on 2 CPU cores; ``--quick``: 2 shapes, the
 1-D network, 1 repeat, 400 examples).
 """
 
@@ -47,14 +48,35 @@ NET_CANDIDATES = (("auto", "scan"),) + CANDIDATES
 
 
 def networks() -> dict:
-    """name → (input shape of one example, ``build(impl)`` of the network)."""
+    """name → (input shape of one example, ``build(impl)`` of the network): the benchmarks' user CNNs and
+    the models' LeNet-5 and ResNet, then three more user networks of other shapes, written as a user would."""
     from benchmarks.bench_conv1d import user_model
-    from jaxnets import models
+    from jaxnets import models, nn
+
+    def vgg_like(impl):  # two 3×3 convolutions per stage, 32 then 64 channels
+        conv = lambda features: nn.Conv2D(features, 3, padding="SAME", impl=impl)  # noqa: E731
+        return nn.Sequential([conv(32), nn.Activation("relu"), conv(32), nn.Activation("relu"), nn.MaxPool2D(2),
+                              conv(64), nn.Activation("relu"), conv(64), nn.Activation("relu"), nn.MaxPool2D(2),
+                              nn.Flatten(), nn.Dense(10)])
+
+    def colour_5x5(impl):  # 5×5 kernels over RGB input
+        return nn.Sequential([nn.Conv2D(32, 5, padding="SAME", impl=impl), nn.Activation("relu"), nn.MaxPool2D(2),
+                              nn.Conv2D(64, 5, padding="SAME", impl=impl), nn.Activation("relu"), nn.MaxPool2D(2),
+                              nn.Flatten(), nn.Dense(10)])
+
+    def wide_1d(impl):  # longer sequences, wider kernels and channels, pooling
+        return nn.Sequential([nn.Conv1D(64, 7, padding="SAME", impl=impl), nn.Activation("relu"), nn.MaxPool1D(2),
+                              nn.Conv1D(64, 5, padding="SAME", impl=impl), nn.Activation("relu"), nn.MaxPool1D(2),
+                              nn.Conv1D(128, 3, padding="SAME", impl=impl), nn.Activation("relu"),
+                              nn.Flatten(), nn.Dense(10)])
 
     return {"user 2-D CNN (bench_conv1d --net 2d)": ((28, 28, 1), lambda impl: user_model("2d", impl)),
             "user 1-D CNN (bench_conv1d)": ((40, 1), lambda impl: user_model("1d", impl)),
             "LeNet-5 modern": ((28, 28, 1), lambda impl: models.lenet5("modern", impl=impl)),
-            "ResNet (small)": ((28, 28, 1), lambda impl: models.resnet(impl=impl))}
+            "ResNet (small)": ((28, 28, 1), lambda impl: models.resnet(impl=impl)),
+            "VGG-like 28x28x1 32,32,64,64 k3": ((28, 28, 1), vgg_like),
+            "colour 32x32x3 32,64 k5": ((32, 32, 3), colour_5x5),
+            "wide 1-D 128x1 64,64,128 k7,5,3": ((128, 1), wide_1d)}
 
 
 def shape_network(shape, conv_args, impl: str):
