@@ -12,9 +12,13 @@ Adam(1e-3), batch 100, on MNIST-1D (4,000 training sequences of length 40, gener
 * ``torch``: ``torch.nn.Conv1d`` … with ``torch.optim.Adam``, the idiomatic loop (2 threads);
 * ``flax``: linen ``nn.Conv`` … with one ``jax.jit`` train step per batch (the Flax examples' loop).
 
-Timings: the first epoch (compilation included), then ``--repeats`` epochs round-robin; min and
-median. The last line is ``jaxnets_vs_torch=<x> jaxnets_vs_flax=<y>`` (steady-state minima).
-Command: ``python benchmarks/bench_conv1d.py [--net 2d]`` (≈ 1 min; ``--quick`` < 30 s, 1,000 examples).
+Timings: the first epoch (compilation included; the model's set-up and init outside the clock) in this
+process, then ``--repeats`` epochs round-robin (min and median), then ``--first-epoch-runs`` first epochs of
+each in fresh processes, round-robin, and of ``jaxnets+cache`` / ``flax+cache``: a fresh process on a
+persistent compilation cache that an earlier run filled (what reopening a notebook meets). The last line
+is ``jaxnets_vs_torch=<x> jaxnets_vs_flax=<y>`` (steady-state minima).
+Command: ``python benchmarks/bench_conv1d.py [--net 2d]`` (≈ 2 min; ``--quick`` < 30 s, 1,000 examples, no
+fresh-process runs).
 """
 
 from __future__ import annotations
@@ -154,15 +158,28 @@ FACTORIES = {"jaxnets": make_jaxnets, "torch": make_torch, "flax": make_flax}
 NEEDS = {"torch": "torch", "flax": "flax"}
 
 
+def load(net: str, quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    return mnist1d_train(quick) if net == "1d" else fashion_train(quick)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1,000 sequences, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1,000 sequences, 1 repeat, no cold runs")
     parser.add_argument("--repeats", type=int, default=None, help="steady epochs each (default 7)")
     parser.add_argument("--net", choices=("1d", "2d"), default="1d", help="the 1-D network (default) or the 2-D one")
+    parser.add_argument("--first-epoch-runs", type=int, default=None,
+                        help="first epochs per implementation in fresh processes (default 3, 0 with --quick)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        x, y, _ = load(args.net, args.quick)
+        common.first_epoch_child(FACTORIES[args.child], x, y, uses_jax=args.child != "torch", cache_dir=args.cache_dir)
+        return {}
     repeats = args.repeats or (1 if args.quick else 7)
+    cold_runs = args.first_epoch_runs if args.first_epoch_runs is not None else (0 if args.quick else 3)
     names = [n for n in FACTORIES if n not in NEEDS or common.version_of(NEEDS[n]) is not None]
-    x, y, source = mnist1d_train(args.quick) if args.net == "1d" else fashion_train(args.quick)
+    x, y, source = load(args.net, args.quick)
     info = common.environment()
     print(f"data: {source}, {x.shape}; {info['cpu']}, {info['cores']} cores ({info['simd']}), jax "
           f"{info['versions']['jax']}, torch {info['versions']['torch']}")
@@ -170,7 +187,7 @@ def main(argv=None) -> dict:
     for name in names:
         runners[name] = FACTORIES[name](x, y)
         first[name] = common.timed(lambda: last.__setitem__(name, runners[name]()))
-        print(f"  first epoch {name:<8} {first[name]:7.3f} s", flush=True)
+        print(f"  first epoch {name:<8} {first[name]:7.3f} s (in this process)", flush=True)
 
     def remember(name):
         def run():
@@ -178,12 +195,20 @@ def main(argv=None) -> dict:
         return run
 
     steady = common.interleaved({n: remember(n) for n in names}, repeats)
-    rows = [{"implementation": n, "first_epoch_s": first[n], **{f"steady_{k}_s": v for k, v in
-                                                                 common.summarize(steady[n]).items() if k in ("min", "median")},
-             "train_loss": last[n][0], "train_accuracy": last[n][1]} for n in names]
+    cold_names = names + [n + "+cache" for n in ("jaxnets", "flax") if n in names]
+    child_args = ["--net", args.net] + (["--quick"] if args.quick else [])
+    cold = common.cold_first_epochs(__file__, cold_names, cold_runs, child_args) if cold_runs else {}
+    rows = []
+    for name in names + [n for n in cold if n not in names]:
+        s = common.summarize(steady[name]) if name in steady else {}
+        c = common.summarize(cold[name]) if cold.get(name) else {}
+        rows.append({"implementation": name, "first_in_process_s": first.get(name), "first_cold_min_s": c.get("min"),
+                     "first_cold_median_s": c.get("median"), "steady_min_s": s.get("min"),
+                     "steady_median_s": s.get("median"), "train_loss": last[name][0] if name in last else None,
+                     "train_accuracy": last[name][1] if name in last else None})
     print(common.format_table(rows, list(rows[0])))
     best = {r["implementation"]: r["steady_min_s"] for r in rows}
-    ratio = lambda other: best[other] / best["jaxnets"] if other in best else math.nan  # noqa: E731
+    ratio = lambda other: best[other] / best["jaxnets"] if best.get(other) else math.nan  # noqa: E731
     result = {"rows": rows, "jaxnets_vs_torch": ratio("torch"), "jaxnets_vs_flax": ratio("flax"), "machine": info}
     print(f"jaxnets_vs_torch={result['jaxnets_vs_torch']:.2f} jaxnets_vs_flax={result['jaxnets_vs_flax']:.2f}")
     return result

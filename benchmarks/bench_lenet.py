@@ -20,8 +20,10 @@ and accuracy, so their loops do the same work.
 * ``equinox``: ``eqx.nn.Conv2d``/``MaxPool2d`` with ``eqx.filter_jit`` per step.
 * ``torch``: ``nn.Sequential`` + ``torch.optim.Adam``, 2 threads.
 
-Timings: first epoch (compilation included), then ``--repeats`` epochs interleaved round-robin
-(other processes share the CPU); min and median. The last line is
+Timings: first epoch (compilation included) in this process, then ``--repeats`` epochs interleaved
+round-robin (other processes share the CPU; min and median), then ``--first-epoch-runs`` first epochs of
+each in fresh processes, round-robin, and of ``jaxnets-scan+cache`` / ``flax+cache``: a fresh process on a
+persistent compilation cache an earlier run filled. The last line is
 ``jaxnets_vs_torch=<x> jaxnets_vs_flax=<y>`` (steady-state minima; flax = its per-step loop,
 the faster Flax variant here). Run: ``.venv/bin/python benchmarks/bench_lenet.py`` (several
 minutes), ``--quick`` (< 60 s, 512 examples: its numbers mean nothing).
@@ -214,6 +216,15 @@ def epoch_flops(steps: int, batch: int = BATCH) -> int:
     return steps * batch * (6 * sum(macs) - 2 * macs[0])
 
 
+def load_data(examples: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``examples`` Fashion-MNIST training images (all by default): x (N, 28, 28, 1) float32,
+    y (N,) int32, and where they came from."""
+    x, y, source = common.fashion_mnist_train()
+    if examples:
+        x, y = x[:examples], y[:examples]
+    return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int32), source
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 512 examples, 1 repeat, < 60 s")
@@ -224,9 +235,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--quiet", type=float, default=0.3,
                         help="before each round wait (≤ 60 s) until other processes use < this CPU fraction; <0: never")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
+    parser.add_argument("--first-epoch-runs", type=int, default=None,
+                        help="first epochs per implementation in fresh processes (default 3, 0 with --quick)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     examples = args.examples or (BATCH * 4 if args.quick else None)
+    if args.child:
+        x, y, _ = load_data(examples)
+        common.first_epoch_child(FACTORIES[args.child], x, y, uses_jax=args.child != "torch", cache_dir=args.cache_dir)
+        return {}
     repeats = args.repeats or (1 if args.quick else 5)
+    cold_runs = args.first_epoch_runs if args.first_epoch_runs is not None else (0 if args.quick else 3)
     quiet = None if args.quiet < 0 or args.quick else args.quiet
     names = [n for n in args.impls.split(",") if n] + (list(VARIANTS) if args.variants else [])
     unknown = [n for n in names if n not in FACTORIES]
@@ -239,10 +259,7 @@ def main(argv=None) -> dict:
 
     import jax.numpy as jnp
 
-    x, y, source = common.fashion_mnist_train()
-    if examples:
-        x, y = x[:examples], y[:examples]
-    x, y = np.ascontiguousarray(x, np.float32), np.asarray(y, np.int32)
+    x, y, source = load_data(examples)
     steps = x.shape[0] // BATCH
     info = common.environment()
     print(f"data: {source}, {x.shape[0]} examples, {steps} steps of {BATCH}; {info['cpu']}, {info['cores']} cores "
@@ -262,11 +279,17 @@ def main(argv=None) -> dict:
 
     show = lambda r, s: print(f"  round {r + 1}/{repeats}: " + "  ".join(f"{n} {v:.3f}" for n, v in s.items()), flush=True)
     steady = common.interleaved({n: remember(n) for n in names}, repeats, on_round=show, quiet=quiet)
+    cold_names = names + [n + "+cache" for n in ("jaxnets-scan", "flax") if n in names]
+    child_args = ["--examples", str(examples)] if examples else []
+    cold = common.cold_first_epochs(__file__, cold_names, cold_runs, child_args, quiet) if cold_runs else {}
     rows = []
-    for name in names:
-        s = common.summarize(steady[name])
-        rows.append({"implementation": name, "first_epoch_s": first[name], "steady_min_s": s["min"],
-                     "steady_median_s": s["median"], "train_loss": last[name][0], "train_accuracy": last[name][1]})
+    for name in names + [n for n in cold if n not in names]:
+        s = common.summarize(steady[name]) if name in steady else {}
+        c = common.summarize(cold[name]) if cold.get(name) else {}
+        rows.append({"implementation": name, "first_in_process_s": first.get(name), "first_cold_min_s": c.get("min"),
+                     "first_cold_median_s": c.get("median"), "steady_min_s": s.get("min"),
+                     "steady_median_s": s.get("median"), "train_loss": last[name][0] if name in last else None,
+                     "train_accuracy": last[name][1] if name in last else None})
     print()
     print(common.format_table(rows, list(rows[0])))
     best = {r["implementation"]: r["steady_min_s"] for r in rows}

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -206,43 +204,8 @@ def load_data(examples: int | None):
 def child(name: str, examples: int | None, cache_dir: str | None) -> None:
     """Measures one cold first epoch of ``name`` in this (fresh) process and prints it as JSON."""
     x, y, _ = load_data(examples)
-    if name.startswith(("jaxnets", "flax", "equinox")):
-        import jax.numpy as jnp
-
-        if cache_dir:
-            from jaxnets.runtime import enable_compilation_cache
-
-            enable_compilation_cache(cache_dir, min_compile_seconds=0.0)
-        (jnp.zeros(()) + 1).block_until_ready()  # start the backend outside the timing
-    run = FACTORIES[name](x, y)
-    print(json.dumps({"name": name, "first": common.timed(run)}))
-
-
-def cold_first_epochs(names, runs: int, examples: int | None, quiet: float | None,
-                      quiet_timeout: float = 30.0) -> dict[str, list[float]]:
-    """``runs`` cold first epochs per entry of ``names`` ("flax", or "flax+cache" for a warm
-    persistent compilation cache filled by an untimed run), each in a fresh process, round-robin."""
-    import tempfile
-
-    results: dict[str, list[float]] = {n: [] for n in names}
-    with tempfile.TemporaryDirectory(prefix="bench_mlp_cache_") as tmp:
-        def spawn(entry):
-            impl, _, cached = entry.partition("+")
-            cmd = [sys.executable, __file__, "--child", impl] + (["--examples", str(examples)] if examples else [])
-            if cached:
-                cmd += ["--cache-dir", os.path.join(tmp, impl)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            return json.loads(out.strip().splitlines()[-1])["first"]
-
-        for entry in names:
-            if "+cache" in entry:
-                spawn(entry)  # fill the cache
-        for r in range(runs):
-            for entry in names[r % len(names):] + names[:r % len(names)]:
-                if quiet is not None:
-                    common.wait_for_quiet(quiet, quiet_timeout)
-                results[entry].append(spawn(entry))
-    return results
+    common.first_epoch_child(FACTORIES[name], x, y, uses_jax=name.startswith(("jaxnets", "flax", "equinox")),
+                             cache_dir=cache_dir)
 
 
 # ---------------------------------------------------------------- main
@@ -316,9 +279,9 @@ def main(argv=None) -> dict:
         if quiet is not None:
             common.wait_for_quiet(quiet, args.quiet_timeout)
         peak = max(peak, common.matmul_peak(1024 if quick else 4096, 3 if quick else 5))
-    cold = cold_first_epochs([n for n in names if n in FACTORIES] + [n + "+cache" for n in ("jaxnets-scan", "flax")
-                                                                      if n in names], cold_runs, examples, quiet,
-                             args.quiet_timeout) if cold_runs else {}
+    cold_names = [n for n in names if n in FACTORIES] + [n + "+cache" for n in ("jaxnets-scan", "flax") if n in names]
+    cold = common.cold_first_epochs(__file__, cold_names, cold_runs, ["--examples", str(examples)] if examples else [],
+                                    quiet, args.quiet_timeout) if cold_runs else {}
 
     rows = []
     for name in names + [n for n in cold if n not in names]:

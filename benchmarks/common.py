@@ -3,6 +3,8 @@
 * :func:`interleaved` — round-robin repetitions of several implementations in one process, so
   that load from other processes on the machine hits all of them alike; :func:`summarize` gives
   min/median.
+* :func:`cold_first_epochs` / :func:`first_epoch_child` — first epochs (compilation included) each in a
+  fresh process, optionally on a persistent compilation cache an untimed run filled.
 * :func:`matmul_peak` — the machine's measured fp32 matmul throughput (GFLOP/s) with a large
   ``jnp`` matmul, best of several, taken in the same run as the benchmark.
 * the machine record is :func:`jaxnets.runtime.environment` (CPU, cores, SIMD flags, versions, XLA_FLAGS,
@@ -16,9 +18,13 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import json
 import os
 import statistics
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -93,6 +99,49 @@ def interleaved(runners: Mapping[str, Callable[[], object]], repeats: int,
         if on_round is not None:
             on_round(r, this_round)
     return times
+
+
+def first_epoch_child(factory: Callable, x, y, *, uses_jax: bool, cache_dir: str | None) -> None:
+    """Measures one first epoch of ``factory(x, y)()`` (set-up outside the clock) in this fresh process
+    and prints ``{"first": seconds}`` as JSON. For a JAX implementation the backend starts before the
+    clock, and with ``cache_dir`` JAX's persistent compilation cache is on, keeping every program."""
+    if uses_jax:
+        import jax.numpy as jnp
+
+        if cache_dir:
+            from jaxnets.runtime import enable_compilation_cache
+
+            enable_compilation_cache(cache_dir, min_compile_seconds=0.0)
+        (jnp.zeros(()) + 1).block_until_ready()
+    run = factory(x, y)
+    print(json.dumps({"first": timed(run)}))
+
+
+def cold_first_epochs(script: str | Path, names: Sequence[str], runs: int, child_args: Sequence[str] = (),
+                      quiet: float | None = None, quiet_timeout: float = 30.0) -> dict[str, list[float]]:
+    """``runs`` first epochs per entry of ``names``, each in a fresh process, round-robin:
+    ``python SCRIPT --child NAME *child_args`` must print :func:`first_epoch_child`'s JSON as its last
+    line. ``"NAME+cache"`` runs NAME on a persistent compilation cache (``--cache-dir``) that one untimed
+    run filled first: what a second session of a notebook meets. Returns ``{entry: [seconds]}``."""
+    results: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
+        def spawn(entry):
+            impl, _, cached = entry.partition("+")
+            cmd = [sys.executable, str(script), "--child", impl, *child_args]
+            if cached:
+                cmd += ["--cache-dir", os.path.join(tmp, impl)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            return json.loads(out.strip().splitlines()[-1])["first"]
+
+        for entry in names:
+            if "+cache" in entry:
+                spawn(entry)  # fill the cache
+        for r in range(runs):
+            for entry in list(names[r % len(names):]) + list(names[:r % len(names)]):
+                if quiet is not None:
+                    wait_for_quiet(quiet, quiet_timeout)
+                results[entry].append(spawn(entry))
+    return results
 
 
 def summarize(seconds: Sequence[float]) -> dict[str, float]:

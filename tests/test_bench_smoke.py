@@ -1,6 +1,7 @@
 """Smoke tests of the benchmarks: ``benchmarks/bench_mlp.py --quick`` runs to the end and prints
-its final line in the documented format (timings are not checked: they depend on the machine), so does
-``benchmarks/bench_lenet.py --quick``, and ``benchmarks/train_cnn.py --quick`` logs its epochs and resumes
+its final line in the documented format (timings are not checked: they depend on the machine), so do
+``benchmarks/bench_lenet.py --quick`` and ``bench_conv1d.py --quick`` (with one first epoch per implementation
+in a fresh process), and ``benchmarks/train_cnn.py --quick`` logs its epochs and resumes
 from its checkpoint."""
 
 import json
@@ -35,9 +36,10 @@ def test_summaries_and_table():
     assert table[0].split() == ["|", "a", "|", "b", "|"] and "1.235" in table[2] and "-" in table[2]
 
 
-def run_quick(script: str, timeout: int = 600) -> tuple[str, str]:
-    """``python benchmarks/SCRIPT --quick`` in a fresh process; it must succeed. Returns (stdout, its last line)."""
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+def run_quick(script: str, timeout: int = 600, *args: str) -> tuple[str, str]:
+    """``python benchmarks/SCRIPT --quick *args`` in a fresh process; it must succeed. Returns (stdout, its last
+    line)."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout, run.stdout.strip().splitlines()[-1]
@@ -74,6 +76,17 @@ def test_quick_lenet_benchmark_prints_final_line_and_conv_forms_train_alike(caps
     assert auto["train_accuracy"] == pytest.approx(im2col["train_accuracy"], abs=2 / result["examples"])
     # the hand-written LeNet is the models' LeNet: the same layers (init differs: He vs Glorot)
     assert 0 < user["train_loss"] < 3
+
+
+def test_quick_user_cnn_benchmark_times_first_epochs_in_fresh_processes_and_on_a_filled_cache():
+    out, last = run_quick("bench_conv1d.py", 600, "--first-epoch-runs", "1")
+    assert re.fullmatch(r"jaxnets_vs_torch=\S+ jaxnets_vs_flax=\S+", last), last
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| ") and not line.startswith("| implementation")}
+    assert {"jaxnets", "jaxnets+cache"} <= set(rows), out
+    for name in ("jaxnets", "jaxnets+cache"):
+        assert float(rows[name][1]) > 0  # first_cold_min_s: measured in a fresh process
+    assert rows["jaxnets+cache"][0] == "-" and rows["jaxnets+cache"][3] == "-"  # no in-process or steady epochs
 
 
 def test_quick_conv_impls_benchmark_prints_both_tables_and_final_line():
