@@ -283,14 +283,7 @@ def main(argv=None) -> dict:
     cold = common.cold_first_epochs(__file__, cold_names, cold_runs, ["--examples", str(examples)] if examples else [],
                                     quiet, args.quiet_timeout) if cold_runs else {}
 
-    rows = []
-    for name in names + [n for n in cold if n not in names]:
-        s = common.summarize(steady[name]) if name in steady else {}
-        c = common.summarize(cold[name]) if cold.get(name) else {}
-        rows.append({"implementation": name, "first_in_process_s": first.get(name), "first_cold_min_s": c.get("min"),
-                     "first_cold_median_s": c.get("median"), "steady_min_s": s.get("min"), "steady_median_s": s.get("median"),
-                     "train_loss": last[name][0] if name in last else None,
-                     "train_accuracy": last[name][1] if name in last else None})
+    rows = common.epoch_rows(names, first, steady, cold, last)
     print()
     print(common.format_table(rows, list(rows[0])))
     flops = epoch_flops(steps)

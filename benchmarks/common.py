@@ -144,6 +144,22 @@ def cold_first_epochs(script: str | Path, names: Sequence[str], runs: int, child
     return results
 
 
+def epoch_rows(names: Sequence[str], first: Mapping[str, float], steady: Mapping[str, Sequence[float]],
+               cold: Mapping[str, Sequence[float]], last: Mapping[str, tuple[float, float]]) -> list[dict]:
+    """One table row per implementation (``names``, then the entries only :func:`cold_first_epochs` timed, such
+    as ``"flax+cache"``): its first epoch in this process, min/median of its fresh-process first epochs and of
+    its steady epochs, and its last (loss, accuracy); ``None`` where it has no such number."""
+    rows = []
+    for name in list(names) + [n for n in cold if n not in names]:
+        s = summarize(steady[name]) if name in steady else {}
+        c = summarize(cold[name]) if cold.get(name) else {}
+        rows.append({"implementation": name, "first_in_process_s": first.get(name), "first_cold_min_s": c.get("min"),
+                     "first_cold_median_s": c.get("median"), "steady_min_s": s.get("min"),
+                     "steady_median_s": s.get("median"), "train_loss": last[name][0] if name in last else None,
+                     "train_accuracy": last[name][1] if name in last else None})
+    return rows
+
+
 def summarize(seconds: Sequence[float]) -> dict[str, float]:
     """``{"min", "median", "max", "n"}`` of a list of timings."""
     return {"min": min(seconds), "median": statistics.median(seconds), "max": max(seconds), "n": len(seconds)}
