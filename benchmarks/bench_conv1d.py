@@ -159,6 +159,7 @@ NEEDS = {"torch": "torch", "flax": "flax"}
 
 
 def load(net: str, quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """The training data of ``net``: (x, y, source)."""
     return mnist1d_train(quick) if net == "1d" else fashion_train(quick)
 
 

@@ -130,8 +130,11 @@ def cold_first_epochs(script: str | Path, names: Sequence[str], runs: int, child
             cmd = [sys.executable, str(script), "--child", impl, *child_args]
             if cached:
                 cmd += ["--cache-dir", os.path.join(tmp, impl)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            return json.loads(out.strip().splitlines()[-1])["first"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"the first-epoch run {' '.join(cmd)!r} failed (exit {done.returncode}):\n"
+                                   f"{done.stderr[-3000:]}")
+            return json.loads(done.stdout.strip().splitlines()[-1])["first"]
 
         for entry in names:
             if "+cache" in entry:
