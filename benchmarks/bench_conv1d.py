@@ -55,9 +55,7 @@ def mnist1d_train(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def fashion_train(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    x, y, source = common.fashion_mnist_train()
-    n = 1000 if quick else 4000
-    return np.ascontiguousarray(x[:n], np.float32), np.asarray(y[:n], np.int32), source
+    return common.fashion_mnist_train(1000 if quick else 4000)
 
 
 def user_model(net: str, impl: str = "auto"):

@@ -216,15 +216,6 @@ def epoch_flops(steps: int, batch: int = BATCH) -> int:
     return steps * batch * (6 * sum(macs) - 2 * macs[0])
 
 
-def load_data(examples: int | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """The first ``examples`` Fashion-MNIST training images (all by default): x (N, 28, 28, 1) float32,
-    y (N,) int32, and where they came from."""
-    x, y, source = common.fashion_mnist_train()
-    if examples:
-        x, y = x[:examples], y[:examples]
-    return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int32), source
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 512 examples, 1 repeat, < 60 s")
@@ -242,7 +233,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     examples = args.examples or (BATCH * 4 if args.quick else None)
     if args.child:
-        x, y, _ = load_data(examples)
+        x, y, _ = common.fashion_mnist_train(examples)
         common.first_epoch_child(FACTORIES[args.child], x, y, uses_jax=args.child != "torch", cache_dir=args.cache_dir)
         return {}
     repeats = args.repeats or (1 if args.quick else 5)
@@ -259,7 +250,7 @@ def main(argv=None) -> dict:
 
     import jax.numpy as jnp
 
-    x, y, source = load_data(examples)
+    x, y, source = common.fashion_mnist_train(examples)
     steps = x.shape[0] // BATCH
     info = common.environment()
     print(f"data: {source}, {x.shape[0]} examples, {steps} steps of {BATCH}; {info['cpu']}, {info['cores']} cores "

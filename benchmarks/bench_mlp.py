@@ -191,19 +191,12 @@ def available(names) -> tuple[list[str], list[str]]:
     return ok, skipped
 
 
-def load_data(examples: int | None):
-    x, y, source = common.fashion_mnist_train()
-    if examples:
-        x, y = x[:examples], y[:examples]
-    return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int32), source
-
-
 # ---------------------------------------------------------------- first epochs in fresh processes
 
 
 def child(name: str, examples: int | None, cache_dir: str | None) -> None:
     """Measures one cold first epoch of ``name`` in this (fresh) process and prints it as JSON."""
-    x, y, _ = load_data(examples)
+    x, y, _ = common.fashion_mnist_train(examples)
     common.first_epoch_child(FACTORIES[name], x, y, uses_jax=name.startswith(("jaxnets", "flax", "equinox")),
                              cache_dir=cache_dir)
 
@@ -241,7 +234,7 @@ def main(argv=None) -> dict:
 
     import jax.numpy as jnp
 
-    x, y, source = load_data(examples)
+    x, y, source = common.fashion_mnist_train(examples)
     steps = x.shape[0] // BATCH
     info = common.environment()
     print(f"data: {source}, {x.shape[0]} examples, {steps} steps of {BATCH}; {info['cpu']}, {info['cores']} cores "

@@ -230,10 +230,17 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def fashion_mnist_train() -> tuple[np.ndarray, np.ndarray, str]:
-    """Fashion-MNIST training set: images float32 (60000, 28, 28, 1) in [0, 1], labels int32
-    (60000,), and where it came from. Uses ``jaxnets.data`` when it provides a loader, else reads
-    the IDX files from $JAXNETS_DATA, ~/.cache/jaxnets or /usr/share/datasets directly."""
+def fashion_mnist_train(examples: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``examples`` (default all 60,000) Fashion-MNIST training images, C-contiguous float32
+    (N, 28, 28, 1) in [0, 1], their labels int32 (N,), and where they came from."""
+    x, y, source = _fashion_mnist_train_set()
+    x, y = x[:examples], y[:examples]
+    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int32), source
+
+
+def _fashion_mnist_train_set() -> tuple[np.ndarray, np.ndarray, str]:
+    """The whole training set: by ``jaxnets.data`` when it provides a loader, else from the IDX files in
+    $JAXNETS_DATA, ~/.cache/jaxnets or /usr/share/datasets directly."""
     try:
         from jaxnets import data
 
