@@ -107,19 +107,19 @@ if mode == "save":
         raise AssertionError("msgpack saved arrays split over processes")
     except ValueError as error:
         assert "format='orbax'" in str(error), error
-    print("restored", process, flush=True)
+    print(f"restored {process}", flush=True)
 else:  # kill: process 1 dies as the arrays of step 4 are about to be written; process 0 writes its part
     import orbax.checkpoint as ocp
 
     if process == 1:
         def die(*args, **kwargs):
-            print("killed", process, flush=True)
+            print(f"killed {process}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
         ocp.PyTreeCheckpointHandler.async_save = die
-    print("saving", process, flush=True)
+    print(f"saving {process}", flush=True)
     ckpt.save_checkpoint(directory, 4, placed(4), metadata={"epoch": 4}, keep=2, format="orbax")
-    print("saved", process, flush=True)
+    print(f"saved {process}", flush=True)
 """
 
 

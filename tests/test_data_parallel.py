@@ -195,7 +195,7 @@ for name, model in (("mlp", models.mlp([32, 10], activation="relu")), ("lenet_bn
         assert leaf.is_fully_addressable  # the whole result, in every process
         arrays[f"{name}_{i}"] = np.asarray(leaf)
 np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
-print("trained", mode, jax.process_index(), jax.device_count())
+print(f"trained {mode} {jax.process_index()} {jax.device_count()}")
 """
 
 
@@ -287,7 +287,7 @@ result = fit_seeds(model, params, state, (x, y), loss="cross_entropy", optimizer
 arrays = {f"param_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(result.params))}
 arrays.update(loss=np.asarray(result.history["train_loss"]), best_epoch=np.asarray(result.best_epoch))
 np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
-print("trained", mode, dict(mesh.shape) if mesh is not None else "one device")
+print(f"trained {mode} {dict(mesh.shape) if mesh is not None else 'one device'}")
 """
 
 
@@ -384,7 +384,7 @@ if mode == "two_processes":  # a Grain loader sharded by process: each process r
     for i, leaf in enumerate(jax.tree.leaves(result.params)):
         arrays[f"grain_{i}"] = np.asarray(leaf)
 np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
-print("trained", mode, jax.process_index())
+print(f"trained {mode} {jax.process_index()}")
 """
 
 
@@ -537,9 +537,9 @@ arrays.update({f"seeds_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.
 arrays.update(fit_loss=np.asarray(one.history["train_loss"]), seeds_loss=np.asarray(runs.history["train_loss"]))
 np.savez(f"{out}/{mode}_{jax.process_index()}.npz", **arrays)
 if ckpt:
-    print("formats", checkpoint.checkpoint_format(ckpt + "/fit"), checkpoint.checkpoint_format(ckpt + "/seeds"),
-          checkpoint.latest_step(ckpt + "/fit"))
-print("done", mode, trained)
+    formats = [checkpoint.checkpoint_format(ckpt + "/fit"), checkpoint.checkpoint_format(ckpt + "/seeds")]
+    print(f"formats {formats[0]} {formats[1]} {checkpoint.latest_step(ckpt + '/fit')}")
+print(f"done {mode} {trained}")
 """
 
 

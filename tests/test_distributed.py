@@ -62,15 +62,15 @@ def test_two_processes_of_two_devices_sum_across_processes(tmp_path):
         info = distributed.initialize(heartbeat_timeout_s=10)
         assert jax.device_count() == 4, jax.devices()
         assert jax.process_count() == 2
-        print("info", sorted(info.items()))
+        print(f"info {sorted(info.items())}")
         mesh = Mesh(np.array(jax.devices()), ("devices",))
         p = jax.process_index()
         local = np.array([10 * p + 1, 10 * p + 2], np.float32)  # (2,): this process's two devices
         x = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("devices")), local, (4,))
         total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(x)
-        print("total", float(total))
-        print("gathered", multihost_utils.process_allgather(np.array([p * 7])).ravel().tolist())
-        print("main", distributed.is_main_process())
+        print(f"total {float(total)}")
+        print(f"gathered {multihost_utils.process_allgather(np.array([p * 7])).ravel().tolist()}")
+        print(f"main {distributed.is_main_process()}")
     """
     run, elapsed = run_launcher(tmp_path, script, "--processes", "2", "--devices-per-process", "2",
                                 "--timeout", "90")
