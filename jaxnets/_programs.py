@@ -20,6 +20,7 @@ import jax
 import optax
 
 from jaxnets._util import add_run_axis, drop_run_axis, memoize_hashable
+from jaxnets.nn import conv_impl
 from jaxnets.parallel import RUNS
 from jaxnets.train import (PLAN_COMPILER_OPTIONS, make_chunk_fn, make_evaluate_fn, make_evaluate_runs_fn,
                            make_metrics_runs_fn, make_planned_epoch_fn, make_step_epoch_fn, plan_runs, split_run_keys)
@@ -62,6 +63,14 @@ def _one_run(fn: Callable, batched: int) -> Callable:
     return wrapped
 
 
+def _over_runs(fn: Callable) -> Callable:
+    """``fn`` traced inside :func:`jaxnets.nn.conv_impl.stacked_runs` (it is about to be vmapped over the runs)."""
+    def traced(*args):
+        with conv_impl.stacked_runs():
+            return fn(*args)
+    return traced
+
+
 @memoize_hashable(CACHED_SETTINGS)
 def _build(model, loss, update, *, batch_size, penalty_mask, engine, vmapped, augment, metrics_fn,
            num_metrics_data, batch_sharding, compute_dtype, streamed, constrain_params) -> Programs:
@@ -73,7 +82,7 @@ def _build(model, loss, update, *, batch_size, penalty_mask, engine, vmapped, au
         chunk_fn = make_chunk_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
                                  compute_dtype=compute_dtype, constrain_params=constrain_params)
         if vmapped:
-            epoch = jax.jit(jax.vmap(chunk_fn, in_axes=(0, None, None, 0, 0, 0), spmd_axis_name=spmd))
+            epoch = jax.jit(jax.vmap(_over_runs(chunk_fn), in_axes=(0, None, None, 0, 0, 0), spmd_axis_name=spmd))
         else:
             epoch = jax.jit(lambda ts, x, t, k, a, b: add_run_axis(
                 chunk_fn(drop_run_axis(ts), x, t, k[0], drop_run_axis(a), drop_run_axis(b))))
@@ -81,7 +90,8 @@ def _build(model, loss, update, *, batch_size, penalty_mask, engine, vmapped, au
         epoch_fn = make_planned_epoch_fn(model, loss, optimizer, penalty_mask=penalty_mask, batch_sharding=batch_sharding,
                                          compute_dtype=compute_dtype, constrain_params=constrain_params)
         if vmapped:
-            planned = jax.jit(jax.vmap(epoch_fn, in_axes=(0, x_axis, None, 0, 0, 0, 0), spmd_axis_name=spmd))
+            planned = jax.jit(jax.vmap(_over_runs(epoch_fn), in_axes=(0, x_axis, None, 0, 0, 0, 0),
+                                       spmd_axis_name=spmd))
         else:  # the state, plan and penalties carry the run axis
             planned = jax.jit(lambda ts, x, t, idx, k, a, b: add_run_axis(
                 epoch_fn(drop_run_axis(ts), x, t, idx[0], k[0], drop_run_axis(a), drop_run_axis(b))))

@@ -82,18 +82,76 @@ def test_toeplitz_tiles_all_give_the_convolution(key):
 def test_auto_picks_the_native_convolution_except_inside_a_cpu_training_loop():
     """The rule of conv_impl.auto_conv_impl, from benchmarks/bench_conv_impls.py's tables."""
     layer = Conv2D(16, 3, padding="SAME")
-    assert layer.resolved_impl(1, "gpu") == layer.resolved_impl(16, "tpu") == "xla"
-    assert layer.resolved_impl(1, "cpu") == "xla"  # outside a loop (inference, the step engine)
+    assert layer.resolved_impl((1, 28, 28, 1), "gpu") == layer.resolved_impl((1, 28, 28, 16), "tpu") == "xla"
+    assert layer.resolved_impl((1, 28, 28, 1), "cpu") == "xla"  # outside a loop (inference, the step engine)
     with conv_impl.training_loop():
-        assert layer.resolved_impl(1, "gpu") == "xla"
-        assert layer.resolved_impl(1, "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
-        assert layer.resolved_impl(3, "cpu") == "toeplitz"
-        assert layer.resolved_impl(4, "cpu") == "im2col"
-        assert Conv2D(16, 5).resolved_impl(6, "cpu") == "toeplitz"  # 5×5 kernels (LeNet's C3): Toeplitz
-        assert Conv2D(16, (5, 3)).resolved_impl(6, "cpu") == "im2col"
-        assert Conv1D(32, 5).resolved_impl(1, "cpu") == "im2col"  # 1-D: patches
-        assert Conv2D(16, 3, impl="xla").resolved_impl(1, "cpu") == "xla"  # an explicit impl is kept
+        assert layer.resolved_impl((1, 28, 28, 1), "gpu") == "xla"
+        assert layer.resolved_impl((1, 28, 28, 1), "cpu") == "toeplitz"  # few input channels: a Toeplitz strip matmul
+        assert layer.resolved_impl((1, 28, 28, 3), "cpu") == "toeplitz"
+        assert layer.resolved_impl((1, 28, 28, 4), "cpu") == "im2col"
+        assert Conv2D(16, 5).resolved_impl((1, 14, 14, 6), "cpu") == "toeplitz"  # 5×5 kernels (LeNet's C3): Toeplitz
+        assert Conv2D(16, (5, 3)).resolved_impl((1, 14, 14, 6), "cpu") == "im2col"
+        assert Conv1D(32, 5).resolved_impl((1, 40, 1), "cpu") == "im2col"  # 1-D: patches
+        assert Conv1D(32, 3).resolved_impl((1, 1000, 64), "cpu") == "im2col"
+        assert Conv2D(16, 3, impl="xla").resolved_impl((1, 28, 28, 1), "cpu") == "xla"  # an explicit impl is kept
+        # small kernels over ≥ 16 channels on ≥ 28×28 inputs (the ResNet's first stage): XLA's convolution
+        assert layer.resolved_impl((1, 28, 28, 16), "cpu") == "xla"
+        assert Conv2D(32, 3, strides=2).resolved_impl((1, 32, 32, 64), "cpu") == "xla"
+        assert Conv2D(16, (3, 1)).resolved_impl((1, 28, 28, 16), "cpu") == "xla"
+        assert layer.resolved_impl((1, 14, 14, 16), "cpu") == "im2col"  # the 2-D user CNN's 16→32 layer
+        assert layer.resolved_impl((1, 27, 28, 16), "cpu") == "im2col"  # one row under 28×28 positions
+        assert layer.resolved_impl((1, 28, 28, 15), "cpu") == "im2col"
+        assert Conv2D(16, 1).resolved_impl((1, 28, 28, 16), "cpu") == "im2col"  # 1×1: the plain matmul
+        assert Conv2D(16, 5).resolved_impl((1, 28, 28, 16), "cpu") == "toeplitz"
     assert not conv_impl.in_training_loop()
+
+
+def test_auto_computes_with_the_impl_it_resolves_to_in_the_training_loop():
+    """What a layer reports is what its scanned epoch compiles: one XLA convolution in the forward pass for a
+    16-channel 3×3 layer on 28×28 inputs, none for the same layer on 14×14 (its patches' matmul)."""
+    def forward_convolutions(shape):
+        layer = Conv2D(16, 3, padding="SAME")
+        x = jnp.ones(shape)
+        params, state = layer.init(jax.random.PRNGKey(0), x)
+
+        def loop(x):
+            with conv_impl.training_loop():
+                return layer.apply(params, state, x)[0]
+        return str(jax.make_jaxpr(loop)(x)).count("conv_general_dilated")
+
+    assert forward_convolutions((2, 28, 28, 16)) == 1
+    assert forward_convolutions((2, 14, 14, 16)) == 0
+
+
+def test_fit_takes_xla_for_a_large_many_channel_layer_and_fit_seeds_keeps_the_matmul(monkeypatch):
+    """In the training loop a 3×3 layer over 16 channels of 28×28 is XLA's convolution in ``fit``; over
+    stacked runs (``fit_seeds``, where batched weights would make it a grouped convolution) it is im2col."""
+    import optax
+
+    from jaxnets import fit
+    from jaxnets.seeds import fit_seeds, init_runs
+
+    in_loop = []
+    real_conv = conv_impl.conv
+
+    def recorded(impl, *args):
+        if conv_impl.in_training_loop():
+            in_loop.append(impl)
+        return real_conv(impl, *args)
+
+    monkeypatch.setattr(conv_impl, "conv", recorded)
+    model = Sequential([Conv2D(4, 3, padding="SAME"), Flatten(), Dense(3)])
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 28, 28, 16))
+    y = jnp.arange(8) % 3
+    settings = dict(loss="cross_entropy", optimizer=optax.sgd(0.01), epochs=1, batch_size=4, progress=False)
+    params, state = model.init(jax.random.PRNGKey(1), x[:1])
+    fit(model, params, state, (x, y), key=jax.random.PRNGKey(2), **settings)
+    assert in_loop and set(in_loop) == {"xla"}
+    in_loop.clear()
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    params, state = init_runs(model, keys, x[:1])
+    fit_seeds(model, params, state, (x, y), keys=keys, **settings)
+    assert in_loop and set(in_loop) == {"im2col"}
 
 
 EIGEN_CASES = [(2, padding, strides, dilation) for padding, strides, dilation in CASES_2D] + [

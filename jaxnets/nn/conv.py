@@ -181,13 +181,14 @@ class _ConvND(_Kernel):
     def default_name(self) -> str:
         return "conv"
 
-    def resolved_impl(self, in_channels: int, backend: str | None = None) -> str:
-        """The formulation this layer computes with for ``in_channels`` inputs on ``backend``
-        (default: JAX's default backend): ``impl``, or for ``"auto"`` the rule of
-        :func:`jaxnets.nn.conv_impl.auto_conv_impl`."""
+    def resolved_impl(self, input_shape: Sequence[int], backend: str | None = None) -> str:
+        """The formulation this layer computes with for inputs of ``input_shape`` (batch, *spatial,
+        in_channels) on ``backend`` (default: JAX's default backend): ``impl``, or for ``"auto"`` the
+        rule of :func:`jaxnets.nn.conv_impl.auto_conv_impl`."""
         if self.impl != "auto":
             return self.impl
-        return conv_impl.auto_conv_impl(self.kernel_size, in_channels, self.features, backend or jax.default_backend())
+        return conv_impl.auto_conv_impl(self.kernel_size, input_shape[-1], self.features,
+                                        backend or jax.default_backend(), in_spatial=input_shape[1:-1])
 
     def init(self, key, x):
         spec = as_shape_dtype(x)
@@ -207,7 +208,7 @@ class _ConvND(_Kernel):
         w = params["w"].astype(dtype)
         if self.flip_kernel:  # true convolution: (a * b)_t = Σ_τ a_τ b_{t−τ}
             w = jnp.flip(w, axis=tuple(range(self.ndim)))
-        y = conv_impl.conv(self.resolved_impl(x.shape[-1]), x.astype(dtype), w, self.strides, self.pads(x.shape),
+        y = conv_impl.conv(self.resolved_impl(x.shape), x.astype(dtype), w, self.strides, self.pads(x.shape),
                            self.dilation)  # (batch, *out_spatial, features)
         if self.use_bias:
             y = y + broadcast_last(params["b"].astype(y.dtype), y.ndim)

@@ -22,11 +22,12 @@ does not meet this because its compiled multi-step loop is a Python loop, unroll
 So inside :func:`training_loop` on CPU, ``"xla"`` computes its gradients by :func:`eigen_conv`,
 which writes them out in that form, and is then as fast in the scanned epoch as in a step of its own.
 
-``"auto"``: on GPU and TPU ``"xla"``; on CPU inside the training loop the matmul formulation the rule
-of :func:`auto_conv_impl` picks for the layer's kernel and channels (measured with
-``benchmarks/bench_conv_impls.py``: in whole networks it beats even the fast ``"xla"``), outside it
-``"xla"``. Pooling: ``"reshape"`` (non-overlapping, unpadded windows as a reshape, then a mean or a
-tree of elementwise maxima; faster than ``reduce_window`` on CPU) where it applies, else
+``"auto"``: on GPU and TPU ``"xla"``; on CPU inside the training loop the formulation the rule of
+:func:`auto_conv_impl` picks for the layer's kernel, channels and input size (measured on whole
+networks with ``benchmarks/bench_conv_impls.py``: mostly a matmul, XLA's convolution only for small
+kernels over many channels on large inputs, and never over stacked runs, :func:`stacked_runs`),
+outside it ``"xla"``. Pooling: ``"reshape"`` (non-overlapping, unpadded windows as a reshape, then a
+mean or a tree of elementwise maxima; faster than ``reduce_window`` on CPU) where it applies, else
 ``"reduce_window"``.
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 from typing import Iterator, Sequence
 
 import jax
@@ -46,6 +48,10 @@ from jaxnets._util import unknown
 
 CONV_IMPLS = ("auto", "xla", "im2col", "toeplitz")
 POOL_IMPLS = ("auto", "reduce_window", "reshape")
+# "auto" in a CPU training loop: XLA's convolution for small 2-D kernels over at least this many input
+# channels and input positions (28×28 and more; benchmarks/RESULTS.md, 2026-12-08)
+XLA_MIN_CHANNELS = 16
+XLA_MIN_POSITIONS = 28 * 28
 Pads = Sequence[tuple[int, int]]
 
 
@@ -221,28 +227,59 @@ def in_training_loop() -> bool:
     return _TRAINING_LOOP.get()
 
 
+_STACKED_RUNS = contextvars.ContextVar("jaxnets_stacked_runs", default=False)
+
+
+@contextlib.contextmanager
+def stacked_runs() -> Iterator[None]:
+    """Marks the code traced inside it as ``jax.vmap``-ped over independent runs with their own params
+    (``fit_seeds`` sets it around its epoch; set it around a ``jax.vmap`` of your own). There a
+    convolution's batched weights make XLA's convolution a grouped one, 1.6–24× slower on CPU than the
+    best matmul (benchmarks/RESULTS.md, 2026-12-02), so ``impl="auto"`` keeps to the matmuls in a
+    training loop."""
+    token = _STACKED_RUNS.set(True)
+    try:
+        yield
+    finally:
+        _STACKED_RUNS.reset(token)
+
+
+def in_stacked_runs() -> bool:
+    return _STACKED_RUNS.get()
+
+
 def auto_conv_impl(kernel_size: Sequence[int], in_channels: int, features: int, backend: str,
-                   in_loop: bool | None = None) -> str:
-    """The formulation ``impl="auto"`` computes a convolution with on ``backend``.
+                   in_loop: bool | None = None, in_spatial: Sequence[int] = ()) -> str:
+    """The formulation ``impl="auto"`` computes a convolution with on ``backend``; ``in_spatial``: the
+    input's spatial size, (height, width) or (width,).
 
     GPU/TPU, and CPU outside a training loop (inference, evaluation in batches of 1,000, where
     im2col's patches would hold kh·kw copies of the input): ``"xla"``, the native convolution. On
-    CPU inside a training loop (``in_loop``, default :func:`in_training_loop`) a matmul, by the rule
-    measured with ``benchmarks/bench_conv_impls.py`` (tables in benchmarks/RESULTS.md): ``"toeplitz"``
-    for 2-D kernels over at most 3 input channels (im2col's matmul is then too skinny: kh·kw·in
-    rows) and for 2-D kernels of 5×5 or more (LeNet's: 1.4–2× faster than im2col with the input
-    gradient computed, as in a network), ``"im2col"`` otherwise (1-D kernels, and 3×3 ones over more
-    channels). In whole networks (the user CNNs, LeNet-5, the small ResNet) this rule is also 1.2–1.8×
-    faster than XLA's convolution with its fast gradients (:func:`eigen_conv`), although 3×3
-    convolutions over many channels, timed alone, favour XLA's (in the 2-D user CNN's profile, XLA's
-    weight gradient of its 16→32 layer, a convolution whose window is as large as the output, takes
-    3.8 ms of a 10 ms step; im2col's is one matmul).
+    CPU inside a training loop (``in_loop``, default :func:`in_training_loop`) the rule measured on
+    whole networks with ``benchmarks/bench_conv_impls.py`` (tables in benchmarks/RESULTS.md):
+
+    * ``"toeplitz"`` for 2-D kernels over at most 3 input channels (im2col's matmul is then too
+      skinny: kh·kw·in rows) and for 2-D kernels of 5×5 or more (LeNet's: 1.4–2× faster than im2col
+      with the input gradient computed, as in a network);
+    * ``"xla"`` (with the fast gradients of :func:`eigen_conv`) for other 2-D kernels larger than 1×1
+      over at least ``XLA_MIN_CHANNELS`` (16) input channels on inputs of at least
+      ``XLA_MIN_POSITIONS`` (28×28) positions, except over stacked runs (:func:`stacked_runs`).
+      Here im2col's patches are large (45 MB for a 3×3, 16-channel layer on 100 images of 28×28): on
+      an AMD EPYC (Zen 4) the small ResNet trained 1.3× and the VGG-like nets 1.1–1.2× faster than
+      with im2col there;
+    * ``"im2col"`` otherwise (1-D kernels, 1×1 kernels, and 3×3 ones over more channels on smaller
+      inputs, such as the 2-D user CNN's 16→32 layer on 14×14: although XLA's convolution is faster
+      timed alone, the network is faster with im2col: in its profile XLA's weight gradient of that
+      layer, a convolution whose window is as large as the output, takes 3.8 ms of a 10 ms step).
     """
     in_loop = in_training_loop() if in_loop is None else in_loop
     if backend != "cpu" or not in_loop:
         return "xla"
     if len(kernel_size) == 2 and (in_channels <= 3 or min(kernel_size) >= 5):
         return "toeplitz"
+    if (len(kernel_size) == 2 and max(kernel_size) > 1 and in_channels >= XLA_MIN_CHANNELS
+            and math.prod(in_spatial) >= XLA_MIN_POSITIONS and not in_stacked_runs()):
+        return "xla"
     return "im2col"
 
 
