@@ -210,17 +210,22 @@ _TRAINING_LOOP = contextvars.ContextVar("jaxnets_training_loop", default=False)
 
 
 @contextlib.contextmanager
-def training_loop() -> Iterator[None]:
-    """Marks the code traced inside it as the body of a compiled training loop (the scanned epoch of
-    :func:`jaxnets.train.make_epoch_fn` sets it while tracing its steps; set it around a
-    ``lax.scan`` of your own). There, on CPU, ``impl="auto"`` is a matmul formulation and ``"xla"``
-    takes its gradients by :func:`eigen_conv`. It changes how a convolution is computed, never what
-    it computes."""
-    token = _TRAINING_LOOP.set(True)
+def _raised(flag: contextvars.ContextVar) -> Iterator[None]:
+    """``flag`` is True inside the ``with`` block, and as before after it."""
+    token = flag.set(True)
     try:
         yield
     finally:
-        _TRAINING_LOOP.reset(token)
+        flag.reset(token)
+
+
+def training_loop() -> contextlib.AbstractContextManager[None]:
+    """Marks the code traced inside it as the body of a compiled training loop (the scanned epoch of
+    :func:`jaxnets.train.make_epoch_fn` sets it while tracing its steps; set it around a
+    ``lax.scan`` of your own). There, on CPU, ``impl="auto"`` follows the rule of
+    :func:`auto_conv_impl` and ``"xla"`` takes its gradients by :func:`eigen_conv`. It changes how a
+    convolution is computed, never what it computes."""
+    return _raised(_TRAINING_LOOP)
 
 
 def in_training_loop() -> bool:
@@ -230,18 +235,13 @@ def in_training_loop() -> bool:
 _STACKED_RUNS = contextvars.ContextVar("jaxnets_stacked_runs", default=False)
 
 
-@contextlib.contextmanager
-def stacked_runs() -> Iterator[None]:
+def stacked_runs() -> contextlib.AbstractContextManager[None]:
     """Marks the code traced inside it as ``jax.vmap``-ped over independent runs with their own params
     (``fit_seeds`` sets it around its epoch; set it around a ``jax.vmap`` of your own). There a
     convolution's batched weights make XLA's convolution a grouped one, 1.6–24× slower on CPU than the
     best matmul (benchmarks/RESULTS.md, 2026-12-02), so ``impl="auto"`` keeps to the matmuls in a
     training loop."""
-    token = _STACKED_RUNS.set(True)
-    try:
-        yield
-    finally:
-        _STACKED_RUNS.reset(token)
+    return _raised(_STACKED_RUNS)
 
 
 def in_stacked_runs() -> bool:
