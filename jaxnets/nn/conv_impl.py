@@ -264,9 +264,9 @@ def auto_conv_impl(kernel_size: Sequence[int], in_channels: int, features: int, 
     * ``"xla"`` (with the fast gradients of :func:`eigen_conv`) for other 2-D kernels larger than 1×1
       over at least ``XLA_MIN_CHANNELS`` (16) input channels on inputs of at least
       ``XLA_MIN_POSITIONS`` (28×28) positions, except over stacked runs (:func:`stacked_runs`).
-      Here im2col's patches are large (45 MB for a 3×3, 16-channel layer on 100 images of 28×28): on
-      an AMD EPYC (Zen 4) the small ResNet trained 1.3× and the VGG-like nets 1.1–1.2× faster than
-      with im2col there;
+      Here im2col's patches are large (45 MB for a 3×3, 16-channel layer on 100 images of 28×28):
+      on an AMD EPYC with AVX-512 the small ResNet trained 1.2–1.3× and the VGG-like nets 1.1–1.2×
+      faster than with im2col there (not yet timed on an Intel Xeon);
     * ``"im2col"`` otherwise (1-D kernels, 1×1 kernels, and 3×3 ones over more channels on smaller
       inputs, such as the 2-D user CNN's 16→32 layer on 14×14: although XLA's convolution is faster
       timed alone, the network is faster with im2col: in its profile XLA's weight gradient of that
